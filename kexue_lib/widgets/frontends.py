@@ -1,0 +1,196 @@
+"""One pure drawing function, two front ends: live ipywidgets sliders and a kernel-free animation.
+
+An :class:`Explorer` bundles the knobs of an interactive figure (``controls``), a pure
+``compute(**values) -> dict`` of arrays (no matplotlib; what tests assert on) and a
+``draw(fig, data)`` that only draws that dict. :func:`live` wires it to ipywidgets for
+Jupyter; :func:`animate` renders it over a grid of values with matplotlib's
+``FuncAnimation(...).to_jshtml()``, so a reader of the static HTML book can still drag a
+slider with no kernel and no CDN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Control", "Explorer", "animate", "live"]
+
+MAX_FRAMES = 24
+
+
+@dataclass(frozen=True)
+class Control:
+    """A knob. ``values`` is a ``(lo, hi)`` tuple (a slider range) or a list of choices.
+
+    ``log=True`` makes a range slider move in log space (temperatures, concentrations).
+    ``label`` is what the slider shows (defaults to ``name``).
+    """
+
+    name: str
+    values: Sequence[Any] | tuple[float, float]
+    default: Any
+    log: bool = False
+    step: float | None = None
+    label: str | None = None
+
+    @property
+    def is_range(self) -> bool:
+        """A ``(lo, hi)`` tuple of numbers is a range; a list is a set of choices."""
+        v = self.values
+        return (isinstance(v, tuple) and len(v) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v))
+
+    def validate(self, value: Any) -> Any:
+        if self.is_range:
+            lo, hi = self.values
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{self.name}: expected a number, got {type(value).__name__}")
+            if not (lo <= value <= hi):
+                raise ValueError(f"{self.name}: expected a value in [{lo}, {hi}], got {value}")
+        elif value not in list(self.values):
+            raise ValueError(f"{self.name}: expected one of {list(self.values)}, got {value!r}")
+        return value
+
+
+@dataclass
+class Explorer:
+    """An interactive figure: controls, a pure ``compute`` and a matplotlib-only ``draw``."""
+
+    controls: Sequence[Control]
+    compute: Callable[..., dict]
+    draw: Callable[[Any, dict], None]
+    figsize: tuple[float, float] = (9.0, 3.0)
+    title: Callable[[dict], str] | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def values(self, **values: Any) -> dict:
+        """Control values with defaults filled in; unknown or out-of-range names raise."""
+        names = {c.name for c in self.controls}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown control(s) {sorted(unknown)}; expected some of {sorted(names)}")
+        return {c.name: c.validate(values.get(c.name, c.default)) for c in self.controls}
+
+    def data(self, **values: Any) -> dict:
+        """``compute`` at these values (defaults filled in), cached per distinct values."""
+        full = self.values(**values)
+        key = tuple(sorted(full.items()))
+        if key not in self._cache:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[key] = self.compute(**full)
+        return self._cache[key]
+
+    def figure(self, fig=None, **values: Any):
+        """Draw the figure for these values on ``fig`` (a new Figure when None) and return it."""
+        from matplotlib.figure import Figure
+
+        fig = fig if fig is not None else Figure(figsize=self.figsize, layout="constrained")
+        d = self.data(**values)
+        self.draw(fig, d)
+        if self.title is not None:
+            fig.suptitle(self.title(self.values(**values)), fontsize=10)
+        return fig
+
+    def render_seconds(self, **values: Any) -> float:
+        """Wall time of one full redraw (compute on a cache miss + draw + Agg rasterisation)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        t0 = time.perf_counter()
+        fig = self.figure(**values)
+        FigureCanvasAgg(fig).draw()
+        return time.perf_counter() - t0
+
+
+def _slider(c: Control):
+    import ipywidgets as W
+
+    label = c.label or c.name
+    style = {"description_width": "initial"}
+    if c.is_range:
+        lo, hi = c.values
+        if c.log:
+            return W.FloatLogSlider(value=c.default, base=10, min=math.log10(lo), max=math.log10(hi),
+                                    step=c.step or 0.02, description=label, style=style,
+                                    continuous_update=True)
+        if all(isinstance(t, int) for t in (lo, hi, c.default)) and (c.step or 1) == int(c.step or 1):
+            return W.IntSlider(value=c.default, min=lo, max=hi, step=int(c.step or 1),
+                               description=label, style=style)
+        return W.FloatSlider(value=c.default, min=lo, max=hi, step=c.step or (hi - lo) / 100,
+                             description=label, style=style)
+    return W.SelectionSlider(options=list(c.values), value=c.default, description=label, style=style)
+
+
+def live(explorer: Explorer, **overrides: Any):
+    """Sliders plus one output area that redraws the explorer (Jupyter, inline backend).
+
+    Returns a ``VBox``; ``.sliders`` maps control names to sliders, ``.last_data`` holds the
+    dict drawn last and ``.last_seconds`` the time that redraw took (for tests).
+    """
+    import ipywidgets as W
+    from IPython.display import display
+
+    sliders = {c.name: _slider(c) for c in explorer.controls}
+    for k, v in overrides.items():
+        if k not in sliders:
+            raise ValueError(f"{k}: not a control of this explorer; expected one of {sorted(sliders)}")
+        sliders[k].value = v
+    box = W.VBox()
+
+    def redraw(**values):
+        import matplotlib.pyplot as plt
+
+        t0 = time.perf_counter()
+        fig = plt.figure(figsize=explorer.figsize, layout="constrained")
+        explorer.figure(fig, **values)
+        box.last_data = explorer.data(**values)
+        box.last_values = values
+        display(fig)
+        plt.close(fig)
+        box.last_seconds = time.perf_counter() - t0
+
+    out = W.interactive_output(redraw, sliders)
+    box.children = [W.HBox(list(sliders.values()), layout=W.Layout(flex_flow="row wrap")), out]
+    box.sliders = sliders
+    return box
+
+
+def animate(explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float = 4,
+            **fixed: Any) -> str:
+    """Kernel-free HTML: the explorer drawn at each of ``values`` of control ``sweep``.
+
+    Returns ``FuncAnimation(...).to_jshtml()`` (frames embedded as PNG, its own slider and
+    buttons, no external scripts). Each frame's title states the swept value, because the
+    embedded slider shows only frame numbers. At most 24 frames.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+
+    names = [c.name for c in explorer.controls]
+    if sweep not in names:
+        raise ValueError(f"sweep: expected one of {names}, got {sweep!r}")
+    values = list(values)
+    if not 1 <= len(values) <= MAX_FRAMES:
+        raise ValueError(f"values: expected 1 to {MAX_FRAMES} frames, got {len(values)}")
+    for v in values:
+        explorer.values(**fixed, **{sweep: v})  # validate every frame before drawing any
+    fig = plt.figure(figsize=explorer.figsize, layout="constrained", dpi=80)
+
+    def frame(i):
+        fig.clear()
+        explorer.figure(fig, **fixed, **{sweep: values[i]})
+        if explorer.title is None:
+            v = values[i]
+            fig.suptitle(f"{sweep} = {v:.3g}" if isinstance(v, float) else f"{sweep} = {v}",
+                         fontsize=10)
+        return []
+
+    anim = FuncAnimation(fig, frame, frames=len(values), interval=1000 / fps, blit=False)
+    try:
+        html = anim.to_jshtml(fps=fps, default_mode="once")
+    finally:
+        plt.close(fig)
+    return html
