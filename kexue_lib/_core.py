@@ -151,6 +151,8 @@ def check_simplex(name: str, p: torch.Tensor, *, dim: int = -1, atol: float = 1e
     s = p.sum(dim=dim, dtype=torch.float64)
     err = (s - 1).abs().max().item() if s.numel() else 0.0
     if err > atol:
-        raise ValueError(f"{name}: expected probabilities summing to 1 along dim {dim}, "
-                         f"got a sum off by {err:.3g}")
+        raise ValueError(
+            f"{name}: expected probabilities summing to 1 along dim {dim}, "
+            f"got a sum off by {err:.3g}"
+        )
     return p

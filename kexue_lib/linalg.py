@@ -31,6 +31,7 @@ def toeplitz_fraction(S: torch.Tensor) -> torch.Tensor:
     t = (sums / counts)[:, diag.reshape(-1)]
     resid = ((flat - t) ** 2).sum(-1)
     total = ((flat - flat.mean(-1, keepdim=True)) ** 2).sum(-1)
-    frac = torch.where(total > 0, 1 - resid / total.clamp_min(torch.finfo(x.dtype).tiny),
-                       torch.ones_like(total))
+    frac = torch.where(
+        total > 0, 1 - resid / total.clamp_min(torch.finfo(x.dtype).tiny), torch.ones_like(total)
+    )
     return frac.reshape(S.shape[:-2])

@@ -11,6 +11,7 @@ slider with no kernel and no CDN.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,11 @@ class Control:
     def is_range(self) -> bool:
         """A ``(lo, hi)`` tuple of numbers is a range; a list is a set of choices."""
         v = self.values
-        return (isinstance(v, tuple) and len(v) == 2
-                and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v))
+        return (
+            isinstance(v, tuple)
+            and len(v) == 2
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v)
+        )
 
     def validate(self, value: Any) -> Any:
         if self.is_range:
@@ -71,7 +75,9 @@ class Explorer:
         names = {c.name for c in self.controls}
         unknown = set(values) - names
         if unknown:
-            raise ValueError(f"unknown control(s) {sorted(unknown)}; expected some of {sorted(names)}")
+            raise ValueError(
+                f"unknown control(s) {sorted(unknown)}; expected some of {sorted(names)}"
+            )
         return {c.name: c.validate(values.get(c.name, c.default)) for c in self.controls}
 
     def data(self, **values: Any) -> dict:
@@ -113,15 +119,38 @@ def _slider(c: Control):
     if c.is_range:
         lo, hi = c.values
         if c.log:
-            return W.FloatLogSlider(value=c.default, base=10, min=math.log10(lo), max=math.log10(hi),
-                                    step=c.step or 0.02, description=label, style=style,
-                                    continuous_update=True)
-        if all(isinstance(t, int) for t in (lo, hi, c.default)) and (c.step or 1) == int(c.step or 1):
-            return W.IntSlider(value=c.default, min=lo, max=hi, step=int(c.step or 1),
-                               description=label, style=style)
-        return W.FloatSlider(value=c.default, min=lo, max=hi, step=c.step or (hi - lo) / 100,
-                             description=label, style=style)
-    return W.SelectionSlider(options=list(c.values), value=c.default, description=label, style=style)
+            return W.FloatLogSlider(
+                value=c.default,
+                base=10,
+                min=math.log10(lo),
+                max=math.log10(hi),
+                step=c.step or 0.02,
+                description=label,
+                style=style,
+                continuous_update=True,
+            )
+        if all(isinstance(t, int) for t in (lo, hi, c.default)) and (c.step or 1) == int(
+            c.step or 1
+        ):
+            return W.IntSlider(
+                value=c.default,
+                min=lo,
+                max=hi,
+                step=int(c.step or 1),
+                description=label,
+                style=style,
+            )
+        return W.FloatSlider(
+            value=c.default,
+            min=lo,
+            max=hi,
+            step=c.step or (hi - lo) / 100,
+            description=label,
+            style=style,
+        )
+    return W.SelectionSlider(
+        options=list(c.values), value=c.default, description=label, style=style
+    )
 
 
 def live(explorer: Explorer, **overrides: Any):
@@ -136,7 +165,9 @@ def live(explorer: Explorer, **overrides: Any):
     sliders = {c.name: _slider(c) for c in explorer.controls}
     for k, v in overrides.items():
         if k not in sliders:
-            raise ValueError(f"{k}: not a control of this explorer; expected one of {sorted(sliders)}")
+            raise ValueError(
+                f"{k}: not a control of this explorer; expected one of {sorted(sliders)}"
+            )
         sliders[k].value = v
     box = W.VBox()
 
@@ -158,8 +189,9 @@ def live(explorer: Explorer, **overrides: Any):
     return box
 
 
-def animate(explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float = 4,
-            **fixed: Any) -> str:
+def animate(
+    explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float = 4, **fixed: Any
+) -> str:
     """Kernel-free HTML: the explorer drawn at each of ``values`` of control ``sweep``.
 
     Returns ``FuncAnimation(...).to_jshtml()`` (frames embedded as PNG, its own slider and
@@ -184,8 +216,9 @@ def animate(explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float
         explorer.figure(fig, **fixed, **{sweep: values[i]})
         if explorer.title is None:
             v = values[i]
-            fig.suptitle(f"{sweep} = {v:.3g}" if isinstance(v, float) else f"{sweep} = {v}",
-                         fontsize=10)
+            fig.suptitle(
+                f"{sweep} = {v:.3g}" if isinstance(v, float) else f"{sweep} = {v}", fontsize=10
+            )
         return []
 
     anim = FuncAnimation(fig, frame, frames=len(values), interval=1000 / fps, blit=False)
@@ -193,4 +226,26 @@ def animate(explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float
         html = anim.to_jshtml(fps=fps, default_mode="once")
     finally:
         plt.close(fig)
+    return _offline(html)
+
+
+# matplotlib's player links Font Awesome 4 from a CDN for its button icons; the book must not
+# touch the network, so the icons become plain Unicode symbols and the link is dropped.
+_ICONS = {
+    "fa-minus": "\u2212",
+    "fa-plus": "+",
+    "fa-fast-backward": "\u23ee",
+    "fa-step-backward": "\u25c1",
+    "fa-play fa-flip-horizontal": "\u25c0",
+    "fa-pause": "\u23f8",
+    "fa-play": "\u25b6",
+    "fa-step-forward": "\u25b7",
+    "fa-fast-forward": "\u23ed",
+}
+
+
+def _offline(html: str) -> str:
+    html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
+    for cls, sym in _ICONS.items():
+        html = html.replace(f'<i class="fa {cls}"></i>', f'<span aria-hidden="true">{sym}</span>')
     return html
