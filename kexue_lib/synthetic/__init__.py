@@ -1,0 +1,7 @@
+"""Synthetic data with planted structure, for chapters, widgets and tests (never imported by L1-L3).
+
+Modules: ``vectors`` (point clouds, ...). Import them by name:
+``from kexue_lib.synthetic.vectors import point_cloud``.
+"""
+
+__all__: list[str] = []
