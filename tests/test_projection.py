@@ -488,3 +488,21 @@ def test_cuda_paths():
     # CPU generator, CUDA output
     B = P.gaussian_projection(8, 8, generator=gen(0), device="cuda")
     torch.testing.assert_close(B.cpu(), P.gaussian_projection(8, 8, generator=gen(0)))
+
+
+def test_distortion_ratios_large_near_duplicates_match_pdist():
+    """The Gram + near-pair path (large inputs) keeps tight clusters exact vs torch.pdist."""
+    X = point_cloud("clusters", 150, 512, generator=gen(20), dtype=torch.float64, spread=1e-6)
+    Y = P.project(X, P.gaussian_projection(64, 512, generator=gen(21), dtype=torch.float64))
+    dx = torch.pdist(X) ** 2
+    ref = (torch.pdist(Y) ** 2 / dx)[dx > 0]
+    r = P.distortion_ratios(X, Y)
+    torch.testing.assert_close(r, ref, rtol=1e-8, atol=0)
+    # the plain Gram expansion in float32 would destroy these pairs (pitfall 5)
+    x32 = X.float()
+    sq = (x32 * x32).sum(-1)
+    i, j = torch.triu_indices(150, 150, 1)
+    gram = (sq[i] + sq[j] - 2 * (x32 @ x32.T)[i, j]).double()
+    near = dx < 1e-6
+    assert near.sum() > 100
+    assert ((gram[near] - dx[near]).abs() / dx[near]).max() > 1
