@@ -76,7 +76,7 @@ def test_reinforce_unbiased(dtype, baseline):
     logits = torch.tensor(LOGITS, dtype=dtype)
     reward = torch.tensor(REWARD, dtype=dtype)
     s = reinforce_grad_samples(
-        logits, reward, 200_000, baseline=baseline, generator=make_generator(1)
+        logits, reward, 100_000, baseline=baseline, generator=make_generator(1)
     )
     assert s.shape == (100_000, 4) and s.dtype == dtype
     _assert_mc_close(s, _autograd_grad(logits.double(), reward.double()))
