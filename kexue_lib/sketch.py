@@ -104,14 +104,24 @@ _POPCOUNT_CACHE: dict[torch.device, torch.Tensor] = {}
 
 
 def _popcount_table(device: torch.device) -> torch.Tensor:
-    """The 256-entry byte popcount lookup table on ``device`` (cached)."""
+    """Popcount lookup table of all 16-bit words (65536 uint8 entries) on ``device``, cached."""
     key = torch.device(device)
     if key not in _POPCOUNT_CACHE:
-        t = torch.zeros(256, dtype=torch.int16)
-        for i in range(256):
-            t[i] = bin(i).count("1")
+        t = torch.zeros(1, dtype=torch.uint8)
+        for _ in range(16):  # popcount on [2^b, 2^(b+1)) = popcount on [0, 2^b) + 1
+            t = torch.cat([t, t + 1])
         _POPCOUNT_CACHE[key] = t.to(device)
     return _POPCOUNT_CACHE[key]
+
+
+def _as_words(packed: torch.Tensor) -> torch.Tensor:
+    """``(N, n_bytes)`` uint8 -> ``(N, ceil(n_bytes / 2))`` int32 holding 16-bit words.
+
+    A zero byte pads an odd row; byte order inside a word does not change a popcount.
+    """
+    if packed.shape[1] % 2:
+        packed = torch.nn.functional.pad(packed, (0, 1))
+    return packed.contiguous().view(torch.int16).to(torch.int32) & 0xFFFF
 
 
 def _as_packed(name: str, codes: torch.Tensor) -> tuple[torch.Tensor, int | None]:
@@ -135,12 +145,12 @@ def hamming(
     pairwise: bool = True,
     max_elements: int = 1 << 24,
 ) -> torch.Tensor:
-    """Hamming distances between binary codes, by popcount of XOR-ed packed bytes.
+    """Hamming distances between binary codes: popcount (16-bit lookup table) of XOR-ed words.
 
     ``a: (Na, n_bits)`` bool or ``(Na, n_bytes)`` uint8 (from :func:`packbits`), ``b`` alike.
     ``pairwise=True`` -> ``(Na, Nb)`` int64 with ``H[i, j] = #{k : a_ik != b_jk}``;
     ``pairwise=False`` -> ``(N,)`` distances of matching rows (``Na == Nb``).
-    The XOR/lookup work is done in row chunks of at most ``max_elements`` bytes.
+    The XOR/lookup work runs in row chunks of at most ``max_elements`` 16-bit words.
     """
     pa, na = _as_packed("a", a)
     pb, nb = _as_packed("b", b)
@@ -154,19 +164,20 @@ def hamming(
         raise ValueError(f"b: expected codes on {pa.device} like a, got {pb.device}")
     check_positive("max_elements", max_elements, integer=True)
     lut = _popcount_table(pa.device)
+    wa, wb = _as_words(pa), _as_words(pb)
     if not pairwise:
         if pa.shape[0] != pb.shape[0]:
             raise ValueError(
                 f"b: expected {pa.shape[0]} rows like a for pairwise=False, got {pb.shape[0]}"
             )
-        return lut[(pa ^ pb).long()].sum(-1, dtype=torch.int64)
-    n_a, n_bytes = pa.shape
-    n_b = pb.shape[0]
+        return lut[wa ^ wb].sum(-1, dtype=torch.int64)
+    n_a, n_words = wa.shape
+    n_b = wb.shape[0]
     out = torch.empty((n_a, n_b), dtype=torch.int64, device=pa.device)
-    step = max(1, max_elements // max(1, n_b * n_bytes))
+    step = max(1, max_elements // max(1, n_b * n_words))
     for s in range(0, n_a, step):
-        x = pa[s : s + step, None, :] ^ pb[None, :, :]
-        out[s : s + step] = lut[x.long()].sum(-1, dtype=torch.int64)
+        x = wa[s : s + step, None, :] ^ wb[None, :, :]
+        out[s : s + step] = lut[x].sum(-1, dtype=torch.int64)
     return out
 
 
