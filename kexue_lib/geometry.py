@@ -309,7 +309,7 @@ def skipgram_entropy_offset(n: float, *, method: str = "quad") -> float:
 
 
 def skipgram_entropy_offset_laplace(n: Any, *, constant: str = "exact") -> Any:
-    """Laplace approximation ``h_n ~ LAPLACE_COEF * n + b`` (a number, or a tensor ``(...)``).
+    """Laplace approximation ``h_n ~ LAPLACE_COEF * n + b`` (number, array or tensor ``(...)``).
 
     ``LAPLACE_COEF = -log(golden)/2 = -0.2406059``. ``constant="exact"``: the correct O(1) term
     ``b = LAPLACE_CONST = -0.07394`` (error O(1/n)); ``"post"``: the post's ``b = -log(5)/4``
@@ -324,6 +324,15 @@ def skipgram_entropy_offset_laplace(n: Any, *, constant: str = "exact") -> Any:
     if isinstance(n, torch.Tensor):
         check_tensor("n", n, floating=True)
         return LAPLACE_COEF * n + b
+    if isinstance(n, (list, tuple)) or type(n).__module__ == "numpy":
+        import numpy as np
+
+        arr = np.asarray(n, dtype=np.float64)
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise ValueError(
+                "n: expected finite dimensions >= 0, got a negative or non-finite entry"
+            )
+        return LAPLACE_COEF * arr + b
     return LAPLACE_COEF * _check_real("n", n, minimum=0.0) + b
 
 

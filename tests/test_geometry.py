@@ -382,6 +382,8 @@ def test_laplace_approximation_errors():
         assert err_post == pytest.approx(LAPLACE_CONST_POST - LAPLACE_CONST, abs=1.0 / n)
         lead = skipgram_entropy_offset_laplace(n, constant="none")
         assert lead == pytest.approx(LAPLACE_COEF * n)
+    arr = skipgram_entropy_offset_laplace(np.array([64.0, 128.0]), constant="post")
+    np.testing.assert_allclose(arr, np.array([64.0, 128.0]) * LAPLACE_COEF - math.log(5) / 4)
     t = skipgram_entropy_offset_laplace(torch.tensor([64.0, 128.0], dtype=torch.float32))
     assert t.dtype == torch.float32
     torch.testing.assert_close(t, torch.tensor([64.0, 128.0]) * LAPLACE_COEF + LAPLACE_CONST)
@@ -416,6 +418,8 @@ def test_entropy_rule_bad_inputs():
         skipgram_entropy_offset("64")
     with pytest.raises(ValueError, match="method"):
         skipgram_entropy_offset(64, method="simpson")
+    with pytest.raises(ValueError, match="n"):
+        skipgram_entropy_offset_laplace(np.array([1.0, -2.0]))
     with pytest.raises(ValueError, match="constant"):
         skipgram_entropy_offset_laplace(64, constant="guess")
     with pytest.raises(ValueError, match="N"):
