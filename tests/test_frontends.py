@@ -11,7 +11,14 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from kexue_lib.widgets.frontends import MAX_FRAMES, Control, Explorer, animate, live  # noqa: E402
+from kexue_lib.widgets.frontends import (  # noqa: E402
+    MAX_FRAMES,
+    Control,
+    Explorer,
+    animate,
+    live,
+    sweep_values,
+)
 
 
 def _power_explorer(calls: list):
@@ -81,3 +88,16 @@ def test_animate_embeds_one_frame_per_value_and_no_external_scripts():
         animate(ex, "a", np.linspace(0.1, 4, MAX_FRAMES + 1))
     with pytest.raises(ValueError, match="a: expected a value"):
         animate(ex, "a", [0.5, 10.0])
+
+
+def test_sweep_values_spans_each_kind_of_control():
+    ex = _power_explorer([])
+    np.testing.assert_allclose(sweep_values(ex, "a", 3), [0.1, np.sqrt(0.4), 4.0], rtol=1e-3)
+    assert sweep_values(ex, "kind", 12) == ["power", "exp"]
+    ints = Explorer([Control("k", (0, 10), 5), Control("c", list("abcdefg"), "a")], dict, print)
+    assert sweep_values(ints, "k", 6) == [0, 2, 4, 6, 8, 10]
+    assert sweep_values(ints, "c", 3) == ["a", "d", "g"]
+    with pytest.raises(ValueError, match="name"):
+        sweep_values(ex, "b")
+    with pytest.raises(ValueError, match="n: expected"):
+        sweep_values(ex, "a", 1)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Control", "Explorer", "animate", "live"]
+__all__ = ["Control", "Explorer", "animate", "live", "sweep_values"]
 
 MAX_FRAMES = 24
 
@@ -109,6 +109,31 @@ class Explorer:
         fig = self.figure(**values)
         FigureCanvasAgg(fig).draw()
         return time.perf_counter() - t0
+
+
+def sweep_values(explorer: Explorer, name: str, n: int = 12) -> list:
+    """About ``n`` values of control ``name`` for :func:`animate`, spread over its range.
+
+    A range gives ``n`` evenly spaced values (log-spaced for ``log=True``; integers for an
+    int range); a list of choices gives at most ``n`` of them, evenly picked, ends included.
+    """
+    import numpy as np
+
+    by_name = {c.name: c for c in explorer.controls}
+    if name not in by_name:
+        raise ValueError(f"name: expected one of {sorted(by_name)}, got {name!r}")
+    if not 2 <= n <= MAX_FRAMES:
+        raise ValueError(f"n: expected 2 to {MAX_FRAMES} values, got {n}")
+    c = by_name[name]
+    if c.is_range:
+        lo, hi = c.values
+        if all(isinstance(t, int) for t in (lo, hi, c.default)):
+            return sorted({int(round(v)) for v in np.linspace(lo, hi, n)})
+        grid = np.geomspace(lo, hi, n) if c.log else np.linspace(lo, hi, n)
+        return [float(f"{v:.4g}") for v in grid]
+    choices = list(c.values)
+    idx = sorted({int(round(i)) for i in np.linspace(0, len(choices) - 1, min(n, len(choices)))})
+    return [choices[i] for i in idx]
 
 
 def _slider(c: Control):
