@@ -29,6 +29,8 @@ __all__ = [
 _LAYOUTS = ("interleaved", "half")
 _ORDERS = ("sin_cos", "cos_sin")
 _SCHEDULES = ("exp", "linear", "power")
+_POWER_SWITCH = 2000.0  # |x| beyond which the power schedule uses its endpoint expansion
+_POWER_TERMS = 12
 
 
 def sinusoidal_frequencies(
@@ -165,8 +167,9 @@ def oscillatory_integral(
     ``[Ci(|x|) - Ci(|x|/b) + i sgn(x) (Si(|x|) - Si(|x|/b))] / ln b``, scipy's ``sici``);
     ``"linear"`` ``theta_t = t`` (``(sin x + i (1 - cos x)) / x``); ``"power"``
     ``theta_t = t^alpha`` (Gauss–Jacobi quadrature in ``u = t^alpha``, exact for the weight
-    ``u^(1/alpha - 1)``). ``I(0) = 1``. Returned as complex128 on ``x``'s device
-    (complex64 when ``x`` is float32 or lower).
+    ``u^(1/alpha - 1)``, for ``|x| <= 2000``; beyond, the endpoint expansion of the integral).
+    ``I(0) = 1``. Returned as complex128 on ``x``'s device (complex64 when ``x`` is float32
+    or lower).
     """
     _check_choice("schedule", schedule, _SCHEDULES)
     if isinstance(x, bool):
@@ -214,19 +217,47 @@ def oscillatory_integral(
         out = torch.complex(torch.from_numpy(re), torch.from_numpy(im))
         return out.to(device=device, dtype=out_dtype)
 
-    # power: u = t^alpha, I = (1/alpha) int_0^1 u^(1/alpha - 1) e^{i x u} du (Gauss–Jacobi).
+    # power: u = t^alpha, I = (1/alpha) int_0^1 u^beta e^{i x u} du with beta = 1/alpha - 1.
     check_positive("alpha", alpha)
+    from scipy.special import gamma as gamma_fn
     from scipy.special import roots_jacobi
 
-    beta = 1.0 / float(alpha) - 1.0
-    xmax = float(x64.abs().max()) if x64.numel() else 0.0
-    n_nodes = int(min(4000, 48 + math.ceil(0.75 * xmax)))
-    s, w = roots_jacobi(n_nodes, 0.0, beta)  # weight (1 + s)^beta on [-1, 1]
+    a = float(alpha)
+    beta = 1.0 / a - 1.0
+    ax = x64.abs()
+    near = ax <= _POWER_SWITCH
+    xmax = float(ax[near].max()) if bool(near.any()) else 0.0
+    # |x| <= switch: Gauss–Jacobi, exact for the weight u^beta; nodes resolve the oscillation.
+    s, w = roots_jacobi(64 + math.ceil(xmax), 0.0, beta)  # weight (1 + s)^beta on [-1, 1]
     u = torch.from_numpy((s + 1) / 2).to(device)
-    wt = torch.from_numpy(w * 2.0 ** (-beta - 1) / float(alpha)).to(device)
-    ph = x64[..., None] * u
+    wt = torch.from_numpy(w * 2.0 ** (-beta - 1) / a).to(device)
+    ph = torch.where(near, x64, torch.zeros_like(x64))[..., None] * u
     re = (torch.cos(ph) * wt).sum(-1)
     im = (torch.sin(ph) * wt).sum(-1)
+    # |x| > switch: endpoint expansion. u = 0 gives Gamma(beta + 1) e^{i pi (beta + 1)/2} x^-(beta + 1);
+    # u = 1 gives -e^{ix} sum_k (beta)_k (-1)^k / (i x)^(k + 1) with the falling factorial (beta)_k.
+    xs = ax.clamp_min(_POWER_SWITCH)
+    lead = gamma_fn(beta + 1) * xs ** (-(beta + 1))
+    far_re = lead * math.cos(math.pi * (beta + 1) / 2)
+    far_im = lead * math.sin(math.pi * (beta + 1) / 2)
+    acc_re = torch.zeros_like(xs)
+    acc_im = torch.zeros_like(xs)
+    coef = 1.0
+    for k in range(_POWER_TERMS):
+        # term_k = (-1)^k coef / (i x)^(k+1); 1/(i)^(k+1) = (-i)^(k+1)
+        mag = (-1) ** k * coef / xs ** (k + 1)
+        ph_k = -(k + 1) * math.pi / 2  # arg of (-i)^(k+1)
+        acc_re = acc_re + mag * math.cos(ph_k)
+        acc_im = acc_im + mag * math.sin(ph_k)
+        coef *= beta - k
+        if coef == 0.0:
+            break
+    c, sn = torch.cos(xs), torch.sin(xs)
+    far_re = (far_re + (c * acc_re - sn * acc_im)) / a
+    far_im = (far_im + (c * acc_im + sn * acc_re)) / a
+    sign = torch.where(x64 < 0, -1.0, 1.0).to(x64)
+    re = torch.where(near, re, far_re)
+    im = torch.where(near, im, far_im * sign)
     return torch.complex(re, im).to(out_dtype)
 
 

@@ -434,3 +434,32 @@ def test_cuda_paths_keep_device():
     M = sinusoidal_shift_matrix(3, 8, device=dev)
     assert M.device.type == "cuda"
     assert floater_generator(8, device=dev).device.type == "cuda"
+
+
+@pytest.mark.parametrize("x", [3.0, 700.0, 1999.0, 2001.0, -2500.0, 4e4, 1e7])
+def test_power_schedule_alpha_2_vs_fresnel(x):
+    # int_0^1 exp(i x t^2) dt = sqrt(pi / (2|x|)) [C(z) + i sgn(x) S(z)], z = sqrt(2|x|/pi)
+    from scipy.special import fresnel
+
+    z = math.sqrt(2 * abs(x) / math.pi)
+    S, C = fresnel(z)
+    f = math.sqrt(math.pi / (2 * abs(x)))
+    got = complex(
+        oscillatory_integral(torch.tensor(x, dtype=torch.float64), schedule="power", alpha=2.0)
+    )
+    assert abs(got.real - f * C) < 1e-9 and abs(got.imag - math.copysign(f * S, x)) < 1e-9
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1 / 3, 0.7, 1.5])
+@pytest.mark.parametrize("x", [300.0, 1990.0, 2010.0, 9000.0, -3e5])
+def test_power_schedule_vs_incomplete_gamma(alpha, x):
+    # (1/alpha) int_0^1 u^b e^{ixu} du = (1/alpha) (-ix)^-(b+1) gamma_lower(b + 1, -ix), b = 1/alpha - 1
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 30
+    b = 1 / alpha - 1
+    z = mp.mpc(0, -x)
+    ref = complex(mp.gammainc(b + 1, 0, z) * z ** (-(b + 1)) / alpha)
+    got = complex(
+        oscillatory_integral(torch.tensor(x, dtype=torch.float64), schedule="power", alpha=alpha)
+    )
+    assert abs(got - ref) < 1e-10 * max(1.0, abs(ref)), (got, ref)
