@@ -124,7 +124,8 @@ def pathwise_grad_samples(
 
     ``f`` a callable mapping ``(n, k)`` relaxed samples to ``(n,)`` (row-wise, differentiable)
     or a ``(k,)`` tensor ``c`` for the linear objective ``f(y) = y . c``; ``logits: (k,)``;
-    ``tau > 0``; ``n`` samples -> ``(n, k)``. ``y_tau = softmax((o + G) / tau)``; row ``i`` is
+    ``tau > 0`` a number or a tensor broadcastable to ``(n, k)`` (e.g. ``(n, 1)``: one
+    temperature per sample, to tabulate many temperatures in one call); ``n`` samples -> ``(n, k)``. ``y_tau = softmax((o + G) / tau)``; row ``i`` is
     ``J_i^T grad f(y_i)`` with ``J = (diag(y) - y y^T) / tau``. The mean estimates
     ``d/do E[f(y_tau)]``, which is biased for ``d/do sum_y p_y f(e_y)`` when ``tau > 0``.
     ``hard=True`` gives the straight-through estimator (forward one-hot, soft gradient).

@@ -236,3 +236,15 @@ def test_cuda():
     assert r.device.type == "cuda" and p.device.type == "cuda"
     _assert_mc_close(r.cpu(), _autograd_grad(logits.double().cpu(), f.double().cpu()))
     assert softmax_expectation_grad(logits, f).device.type == "cuda"
+
+
+def test_pathwise_tau_column_tabulates_many_temperatures():
+    logits = torch.tensor(LOGITS, dtype=torch.float64)
+    c = torch.tensor(REWARD, dtype=torch.float64)
+    noise = sample_gumbel((50, 4), dtype=torch.float64, generator=make_generator(10))
+    taus = torch.tensor([0.1, 1.0, 7.0], dtype=torch.float64)
+    col = taus.repeat_interleave(50)[:, None]
+    s = pathwise_grad_samples(c, logits, col, 150, noise=noise.repeat(3, 1)).reshape(3, 50, 4)
+    for j, tau in enumerate(taus.tolist()):
+        y = torch.softmax((logits + noise) / tau, -1)
+        torch.testing.assert_close(s[j], y * (c - (y @ c)[:, None]) / tau)
