@@ -373,6 +373,14 @@ def test_laplace_slope_and_constants():
         assert resid == pytest.approx(LAPLACE_CONST, abs=0.6 / n), n
 
 
+def test_h_n_huge_dimension_no_overflow():
+    # e^{n cos} overflows float64 for n > 709; the shifted quadrature must not care
+    for n in [710.0, 1e5, 1e8]:
+        h = skipgram_entropy_offset(n)
+        assert math.isfinite(h)
+        assert h == pytest.approx(skipgram_entropy_offset_laplace(n), abs=1e-4 + 1.0 / n)
+
+
 def test_laplace_approximation_errors():
     for n in [128, 512, 2048]:
         h = skipgram_entropy_offset(n)
