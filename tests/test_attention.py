@@ -520,3 +520,26 @@ def test_cuda_paths_match_cpu():
     )
     bf = linear_attention(*(t.bfloat16() for t in cu), feature_map=elu_plus_one, causal=True)
     assert torch.isfinite(bf).all()
+
+
+def test_performer_features_half_precision_large_inputs_stay_finite():
+    x = rand(2, 50, 8, seed=43, scale=20.0)
+    omega = rand(32, 8, seed=44)
+    for dt in (torch.bfloat16, torch.float16):
+        fq = performer_positive_features(x.to(dt), omega.to(dt), is_query=True)
+        fk = performer_positive_features(x.to(dt), omega.to(dt), is_query=False)
+        tq = performer_trig_features(x[..., :1, :].to(dt) * 0.05, omega.to(dt))
+        assert fq.dtype == dt and torch.isfinite(fq).all() and (fq >= 0).all()
+        assert torch.isfinite(fk).all() and torch.isfinite(tq).all()
+        assert (fq.float().amax(-1) > 0).all()  # each query keeps its largest feature (= 1/sqrt(m))
+        out = linear_attention(
+            x.to(dt),
+            x.to(dt),
+            x.to(dt),
+            feature_map=(
+                partial(performer_positive_features, omega=omega.to(dt), is_query=True),
+                partial(performer_positive_features, omega=omega.to(dt), is_query=False),
+            ),
+            causal=True,
+        )
+        assert torch.isfinite(out).all()
