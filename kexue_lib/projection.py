@@ -224,9 +224,9 @@ def _sq_dists64(x: torch.Tensor, *, rel_tol: float = 1e-6) -> torch.Tensor:
 
     The Gram form ``|a|^2 + |b|^2 - 2 a.b`` has absolute error ~1e-16 (|a|^2 + |b|^2) in
     float64; every pair whose distance is below ``rel_tol (|a|^2 + |b|^2)`` is recomputed
-    from differences, so the relative
-    error stays below ~1e-9 everywhere while most pairs cost one matmul. Small inputs go
-    straight to :func:`kexue_lib.geometry.condensed_sq_dists` (differences only).
+    from differences, so the relative error stays below ~1e-9 everywhere while most pairs
+    cost one matmul. Small inputs go straight to :func:`kexue_lib.geometry.condensed_sq_dists`
+    (differences only).
     """
     x = x.to(torch.float64)
     n, dim = x.shape

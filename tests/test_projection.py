@@ -506,3 +506,20 @@ def test_distortion_ratios_large_near_duplicates_match_pdist():
     near = dx < 1e-6
     assert near.sum() > 100
     assert ((gram[near] - dx[near]).abs() / dx[near]).max() > 1
+
+
+def test_extreme_but_legal_values_stay_finite():
+    assert P.jl_pair_failure_prob(10**7, 0.5) == 0.0
+    ref = stats.chi2.cdf(0.001, 1) + stats.chi2.sf(1.999, 1)
+    assert P.jl_pair_failure_prob(1, 0.999) == pytest.approx(ref, rel=1e-9)
+    assert P.jl_chernoff_bound(10**9, 0.9, exact=True) == 0.0
+    e = P.jl_eps_for_union(10**9, 1)
+    assert math.isfinite(e) and e > 10
+    X = 1e3 * torch.randn(20, 64, generator=gen(22))
+    A = P.gaussian_projection(16, 64, generator=gen(23))
+    for dt in (torch.float16, torch.bfloat16):
+        Xh, Ah = X.to(dt), A.to(dt)
+        r = P.distortion_ratios(Xh, P.project(Xh, Ah))
+        assert r.dtype == torch.float32 and torch.isfinite(r).all()
+        e = P.inner_product_errors(Xh, P.project(Xh, Ah), relative=True)
+        assert torch.isfinite(e).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kexue_lib._core import check_positive
@@ -58,7 +60,7 @@ def point_cloud(
         if nnz > d:
             raise ValueError(f"nnz: expected at most d = {d} non-zeros per row, got {nnz}")
         cols = rand(N, d).argsort(dim=1)[:, :nnz]
-        counts = 1.0 + torch.floor(-torch.log1p(-rand(N, nnz)) / torch.log(torch.tensor(2.0)))
+        counts = 1.0 + torch.floor(-torch.log1p(-rand(N, nnz)) / math.log(2.0))
         x = torch.zeros(N, d, dtype=work, device=src).scatter_(1, cols, counts.to(work))
     elif kind == "low_rank":
         check_positive("rank", rank, integer=True)
