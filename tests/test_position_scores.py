@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kexue_lib.linalg import toeplitz_fraction
 from kexue_lib.models.position_scores import (
@@ -288,3 +290,20 @@ def test_cuda_matches_cpu(kind, cls, kw):
     gpu = mc(x.cuda()).detach()
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    idx=st.integers(0, len(RELATIVE) - 1),
+    shift=st.integers(-5000, 5000),
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 10),
+)
+def test_shift_equivariance_property(idx, shift, seed, n):
+    kind, cls, kw = RELATIVE[idx]
+    if kind == "rope" and not _rope_ok():
+        return
+    m = build(cls, seed=seed, **kw)
+    x = make_x(seed=seed, n=n)
+    # RoPE angles at position ~5000 carry ~1e-12 absolute rounding in float64
+    assert shift_equivariance_error(m, x, shift) < 1e-8
