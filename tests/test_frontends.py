@@ -78,9 +78,10 @@ def test_render_seconds_is_small_for_a_simple_figure():
 def test_animate_embeds_one_frame_per_value_and_no_external_scripts():
     ex = _power_explorer([])
     html = animate(ex, "a", [0.5, 1.0, 2.0, 4.0], kind="exp")
-    frames = re.findall(r"frames\[\d+\] = \"data:image/png;base64", html)
-    assert len(frames) == 4
-    assert 'type="range"' in html
+    frames = re.findall(r"data:image/png;base64,", html)
+    assert len(frames) == 4 + 1  # four frames, the first also as the initial image
+    assert 'type="range"' in html and 'max="3"' in html
+    assert '["0.5", "1", "2", "4"]' in html  # the slider's value labels
     assert not re.search(r"https?://", html), "the player must not reference any network resource"
     with pytest.raises(ValueError, match="sweep"):
         animate(ex, "b", [1.0])

@@ -11,7 +11,6 @@ slider with no kernel and no CDN.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -215,62 +214,84 @@ def live(explorer: Explorer, **overrides: Any):
 
 
 def animate(
-    explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float = 4, **fixed: Any
+    explorer: Explorer, sweep: str, values: Sequence[Any], *, fps: float = 3, **fixed: Any
 ) -> str:
     """Kernel-free HTML: the explorer drawn at each of ``values`` of control ``sweep``.
 
-    Returns ``FuncAnimation(...).to_jshtml()`` (frames embedded as PNG, its own slider and
-    buttons, no external scripts). Each frame's title states the swept value, because the
-    embedded slider shows only frame numbers. At most 24 frames.
+    Each frame is drawn once and embedded as a PNG; a small self-contained player (a range
+    slider labelled with the swept value, and a play button) switches between them, with no
+    kernel and no external script or stylesheet. Each frame's title also states the value.
+    At most 24 frames.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
+    import base64
+    import hashlib
+    import html as html_lib
+    import io
+    import json
 
-    names = [c.name for c in explorer.controls]
-    if sweep not in names:
-        raise ValueError(f"sweep: expected one of {names}, got {sweep!r}")
+    import matplotlib.pyplot as plt
+
+    by_name = {c.name: c for c in explorer.controls}
+    if sweep not in by_name:
+        raise ValueError(f"sweep: expected one of {sorted(by_name)}, got {sweep!r}")
     values = list(values)
     if not 1 <= len(values) <= MAX_FRAMES:
         raise ValueError(f"values: expected 1 to {MAX_FRAMES} frames, got {len(values)}")
     for v in values:
         explorer.values(**fixed, **{sweep: v})  # validate every frame before drawing any
+    label = by_name[sweep].label or sweep
+    texts = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in values]
     fig = plt.figure(figsize=explorer.figsize, layout="constrained", dpi=80)
-
-    def frame(i):
-        fig.clear()
-        explorer.figure(fig, **fixed, **{sweep: values[i]})
-        if explorer.title is None:
-            v = values[i]
-            fig.suptitle(
-                f"{sweep} = {v:.3g}" if isinstance(v, float) else f"{sweep} = {v}", fontsize=10
-            )
-        return []
-
-    anim = FuncAnimation(fig, frame, frames=len(values), interval=1000 / fps, blit=False)
+    frames = []
     try:
-        html = anim.to_jshtml(fps=fps, default_mode="once")
+        for v, text in zip(values, texts):
+            fig.clear()
+            explorer.figure(fig, **fixed, **{sweep: v})
+            if explorer.title is None:
+                fig.suptitle(f"{label} = {text}", fontsize=10)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=80)
+            frames.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
     finally:
         plt.close(fig)
-    return _offline(html)
+    uid = "kx" + hashlib.sha1("".join(frames).encode()).hexdigest()[:12]
+    return _PLAYER.format(
+        uid=uid,
+        first=frames[0],
+        label=html_lib.escape(label),
+        text0=html_lib.escape(texts[0]),
+        last=len(frames) - 1,
+        frames=json.dumps(frames),
+        texts=json.dumps(texts),
+        ms=int(1000 / fps),
+    )
 
 
-# matplotlib's player links Font Awesome 4 from a CDN for its button icons; the book must not
-# touch the network, so the icons become plain Unicode symbols and the link is dropped.
-_ICONS = {
-    "fa-minus": "\u2212",
-    "fa-plus": "+",
-    "fa-fast-backward": "\u23ee",
-    "fa-step-backward": "\u25c1",
-    "fa-play fa-flip-horizontal": "\u25c0",
-    "fa-pause": "\u23f8",
-    "fa-play": "\u25b6",
-    "fa-step-forward": "\u25b7",
-    "fa-fast-forward": "\u23ed",
-}
-
-
-def _offline(html: str) -> str:
-    html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", html)
-    for cls, sym in _ICONS.items():
-        html = html.replace(f'<i class="fa {cls}"></i>', f'<span aria-hidden="true">{sym}</span>')
-    return html
+# A minimal player: no external resources, one image per frame, the slider shows the value.
+_PLAYER = """<div class="animation kexue-animation" id="{uid}">
+<img alt="{label} = {text0}" src="{first}" style="max-width:100%">
+<div class="anim-controls" style="display:flex;gap:.6em;align-items:center;flex-wrap:wrap">
+<button type="button" class="anim-play" aria-label="play">&#9654; play</button>
+<label>{label} <input type="range" class="anim-slider" min="0" max="{last}" step="1" value="0"
+ style="vertical-align:middle;width:16em"></label> <output>{text0}</output>
+</div>
+<script>(function () {{
+  var root = document.getElementById("{uid}"), frames = {frames}, texts = {texts};
+  var img = root.querySelector("img"), slider = root.querySelector("input"),
+      out = root.querySelector("output"), play = root.querySelector("button"), timer = null;
+  function show(i) {{
+    slider.value = i; img.src = frames[i]; out.textContent = texts[i];
+    img.alt = "{label} = " + texts[i];
+  }}
+  slider.addEventListener("input", function () {{ show(parseInt(slider.value, 10)); }});
+  play.addEventListener("click", function () {{
+    if (timer) {{ clearInterval(timer); timer = null; play.innerHTML = "&#9654; play"; return; }}
+    play.innerHTML = "&#10074;&#10074; pause";
+    timer = setInterval(function () {{
+      var i = parseInt(slider.value, 10) + 1;
+      if (i > {last}) {{ clearInterval(timer); timer = null; play.innerHTML = "&#9654; play"; return; }}
+      show(i);
+    }}, {ms});
+  }});
+}})();</script>
+</div>"""
