@@ -94,8 +94,10 @@ def test_redraw_is_fast():
 
 def test_animate_frames(ex):
     html = animate(ex, "log10_base", [2.0, 3.0, 4.0], d=64)
-    assert len(re.findall(r"frames\[\d+\] = \"data:image/png;base64", html)) == 3
+    # three frames, the first also embedded as the initial image
+    assert len(re.findall(r"data:image/png;base64,", html)) == 3 + 1
     assert "<img" in html
+    assert not re.search(r"https?://", html)
 
 
 def test_bad_arguments(ex):
