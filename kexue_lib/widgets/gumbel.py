@@ -152,7 +152,7 @@ def temperature_explorer(
     tri_closed = np.vstack([tri, tri[:1]])
 
     def draw(fig, data: dict) -> None:
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, NullLocator
 
         # fixed margins instead of the constrained layout: it would take most of the redraw time
         fig.set_layout_engine("none")
@@ -232,7 +232,7 @@ def temperature_explorer(
         plain = FuncFormatter(lambda v, _: f"{v:g}")  # plain text: mathtext is slow to lay out
         for axis in (axC.xaxis, axC.yaxis):
             axis.set_major_formatter(plain)
-            axis.set_minor_formatter(NullFormatter())
+            axis.set_minor_locator(NullLocator())  # minor log ticks cost most of a redraw
         axC.set_title(
             f"(c) gradient of E[c·y], c = {tuple(float(v) for v in data['values'])}", fontsize=9
         )
