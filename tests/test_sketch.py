@@ -269,6 +269,32 @@ def test_power_iterations_help_on_flat_spectrum():
     assert err(0) > err(3) >= 1.0
 
 
+def test_reorthonormalised_power_iterations_survive_float32():
+    """Pitfall: (M M^T)^q M Omega without QR in between loses the tail in float32."""
+    g = make_generator(13)
+    m, n, k, p = 300, 200, 20, 5
+    spectrum = 1.0 / torch.arange(1, n + 1, dtype=torch.float64)
+    M64, _ = low_rank(m, n, n, dtype=torch.float64, generator=g, spectrum=spectrum)
+    M = M64.float()
+    optimal = spectrum[k:].pow(2).sum().sqrt().item()
+
+    def naive(q):
+        Y = M @ torch.randn(n, k + p, generator=make_generator(0))
+        for _ in range(q):
+            Y = M @ (M.T @ Y)
+        Q = torch.linalg.qr(Y).Q
+        Ub, S, Vh = torch.linalg.svd(Q.T @ M, full_matrices=False)
+        return Q @ Ub[:, :k], S[:k], Vh[:k].T
+
+    def err(U, S, V):
+        return torch.linalg.norm(M64 - (U * S).double() @ V.double().T).item() / optimal
+
+    q = 6
+    ours = err(*randomized_svd(M, k, oversample=p, n_iter=q, generator=make_generator(0)))
+    assert ours < 1.02, ours
+    assert err(*naive(q)) > 1.3 * ours
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(5, 40), st.integers(5, 40), st.integers(1, 5), st.integers(0, 2**31 - 1))
 def test_randomized_svd_reconstructs_any_low_rank(m, n, r, seed):
