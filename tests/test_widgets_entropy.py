@@ -135,6 +135,9 @@ def test_live_slider_drive(ex):
     data = w.last_data
     assert data["n"] == 120 and abs(data["target"] - 0.2 * math.log(120)) < 1e-9
     assert abs(_np_H(data["p"], data["gamma"]) - data["target"]) < 1e-9
+    w.sliders["safeguarded"].value = False
+    w.sliders["base"].value = "Zipf(2)"
+    assert w.last_data["method"] == "newton" and w.last_data["base"] == "Zipf(2)"
 
 
 def _bare_figure_seconds(figsize):
