@@ -1,0 +1,331 @@
+"""Variational autoencoders built from kexue_lib pieces. Here: UniVAE (kexue.fm 8475).
+
+UniVAE turns **one** Transformer into an encoder-decoder VAE with nothing but attention masks.
+The input is a sentence twice, ``[src | tgt]`` (each ``[CLS] x_1 .. x_n [SEP]`` right-padded to
+``max_len``), with segment ids ``s = [0 .. 0 | 1 .. 1]`` and ``c_t = sum_{u <= t} s_u``:
+
+* the first ``k = layers - latent_layers`` layers use the *independent* mask
+  ``M_ij = [s_i = s_j] and [c_j <= c_i]`` (source bidirectional, target causal, no crossing);
+* the last ``latent_layers`` layers use the *UniAE* mask ``M_ij or [j = 0]``: every position may
+  also read position 0, the source's CLS;
+* at the input of each latent layer ``l`` the CLS state is squeezed through a bottleneck,
+  ``mu_l = normalize(W_down h_0)`` (``z_dim`` numbers on the unit sphere), ``z_l ~ vMF(mu_l,
+  kappa)`` (``mode="vae"``) or ``z_l = mu_l`` (``mode="ae"``), and position 0 is overwritten by
+  ``W_up z_l``.
+
+So the target half sees the source only through ``z = [z_l]_l``: a multi-scale code, one chunk
+per latent layer. With a fixed ``kappa`` and a uniform prior on each sphere the KL term is a
+constant (``kexue_lib.vmf.vmf_kl_to_uniform``) and training is plain reconstruction.
+The source half is always padded to ``max_len``, so the target starts at the same position for
+every sentence and its positions do not leak the source length.
+
+Shapes: ``tokens: (B, n)`` int64 with ``n <= max_len``; latents ``(B, latent_layers * z_dim)``
+(chunk ``j`` belongs to block ``layers - latent_layers + j``); logits ``(B, n, vocab)``, where
+``logits[:, t]`` predicts ``tokens[:, t + 1]`` (teacher forcing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kexue_lib._core import check_positive, check_tensor
+from kexue_lib.attention import uniae_mask, with_key_padding
+from kexue_lib.geometry import sample_sphere
+from kexue_lib.models.transformer import TinyTransformer
+from kexue_lib.vmf import VMFReparam, vmf_kl_to_uniform
+
+__all__ = ["UniVAE"]
+
+_MODES = ("vae", "ae", "encoder", "decoder")
+_POS = ("rope", "learned", "sinusoidal")
+
+
+def _check_int(name: str, value, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+class UniVAE(nn.Module):
+    """One Transformer as a multi-scale vMF-VAE, by attention masks (Su 2021, kexue.fm 8475).
+
+    ``UniVAE(vocab, d, heads, layers, *, latent_layers, z_dim, kappa, max_len, pos="rope")``
+    wraps a :class:`~kexue_lib.models.transformer.TinyTransformer` of ``layers`` pre-LN blocks
+    (``max_len`` is the padded length of **one** half; the model sees ``2 max_len`` tokens), two
+    segment embeddings and a tied LM head. Special ids: ``pad_id`` (never predicted, masked as
+    a key), ``cls_id`` (first token; position 0 carries the code), ``sep_id`` (end of sentence).
+
+    ``forward(tokens, *, mode, target=None, z=None, generator=None, return_latent=False)``:
+
+    * ``"vae"`` / ``"ae"``: encode ``tokens`` (the source), decode ``target`` (default: the
+      same sentence) with teacher forcing; returns logits ``(B, n_tgt, vocab)`` (and the code
+      ``(B, latent_layers * z_dim)`` with ``return_latent``). ``"vae"`` samples each chunk from
+      ``vMF(mu_l, kappa)`` with ``generator``; ``"ae"`` uses ``mu_l``.
+    * ``"encoder"``: runs the source half only; returns ``mu: (B, latent_layers * z_dim)``,
+      unit norm per chunk (the deterministic code of ``"ae"``).
+    * ``"decoder"``: runs ``[CLS] + tokens`` as the target half at its usual positions, with
+      ``z`` injected at the latent layers; returns logits ``(B, n, vocab)``. With ``z`` from
+      ``"encoder"`` it reproduces the ``"ae"`` logits (the only path from source to target).
+    """
+
+    def __init__(
+        self,
+        vocab: int,
+        d: int,
+        heads: int,
+        layers: int,
+        *,
+        latent_layers: int,
+        z_dim: int,
+        kappa: float,
+        max_len: int,
+        pos: str = "rope",
+        pad_id: int = 0,
+        cls_id: int = 1,
+        sep_id: int = 2,
+        ffn_mult: int = 4,
+        n_grid: int = 2**14,
+    ):
+        super().__init__()
+        _check_int("vocab", vocab, minimum=4)
+        _check_int("layers", layers, minimum=2)
+        _check_int("latent_layers", latent_layers)
+        if latent_layers > layers - 1:
+            raise ValueError(
+                f"latent_layers: expected at most layers - 1 = {layers - 1} (the CLS state "
+                f"entering block 0 is a constant embedding and carries no code), got {latent_layers}"
+            )
+        _check_int("z_dim", z_dim, minimum=2)
+        _check_int("max_len", max_len, minimum=2)
+        check_positive("kappa", kappa, strict=False)
+        if pos not in _POS:
+            raise ValueError(f"pos: expected one of {list(_POS)}, got {pos!r}")
+        ids = {"pad_id": pad_id, "cls_id": cls_id, "sep_id": sep_id}
+        for name, v in ids.items():
+            _check_int(name, v, minimum=0)
+            if v >= vocab:
+                raise ValueError(f"{name}: expected an id < vocab = {vocab}, got {v}")
+        if len(set(ids.values())) != 3:
+            raise ValueError(f"pad_id, cls_id, sep_id: expected three different ids, got {ids}")
+        self.vocab, self.d, self.layers = vocab, d, layers
+        self.latent_layers, self.z_dim, self.kappa = latent_layers, z_dim, float(kappa)
+        self.max_len, self.pos = max_len, pos
+        self.pad_id, self.cls_id, self.sep_id = pad_id, cls_id, sep_id
+        self.k = layers - latent_layers  # independent (code-free) layers
+        self.net = TinyTransformer(
+            vocab, d, heads, layers, max_len=2 * max_len, pos=pos, segments=2, ffn_mult=ffn_mult
+        )
+        self.down = nn.ModuleList(nn.Linear(d, z_dim) for _ in range(latent_layers))
+        self.up = nn.ModuleList(nn.Linear(z_dim, d) for _ in range(latent_layers))
+        self.reparam = VMFReparam(z_dim, kappa, n_grid=n_grid)
+
+    def extra_repr(self) -> str:
+        return (
+            f"k={self.k} independent + {self.latent_layers} latent layers, z_dim={self.z_dim}, "
+            f"kappa={self.kappa:g}, max_len={self.max_len}"
+        )
+
+    @property
+    def code_dim(self) -> int:
+        """Size of the whole code, ``latent_layers * z_dim``."""
+        return self.latent_layers * self.z_dim
+
+    @property
+    def latent_block_indices(self) -> list[int]:
+        """Block index (0-based) at whose input each code chunk is injected."""
+        return list(range(self.k, self.layers))
+
+    # ------------------------------------------------------------------ inputs and masks
+
+    def _check_tokens(self, name: str, tokens) -> torch.Tensor:
+        check_tensor(name, tokens)
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"{name}: expected an integer tensor (B, n), got shape {tuple(tokens.shape)} "
+                f"and dtype {tokens.dtype}"
+            )
+        n = tokens.shape[1]
+        if not 1 <= n <= self.max_len:
+            raise ValueError(f"{name}: expected a length in [1, max_len={self.max_len}], got {n}")
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab:
+            raise ValueError(f"{name}: expected ids in [0, {self.vocab}), got a value outside")
+        return tokens.long()
+
+    def _pad(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.pad(tokens, (0, self.max_len - tokens.shape[1]), value=self.pad_id)
+
+    def _layer_masks(self, segment_ids: torch.Tensor, real: torch.Tensor) -> list[torch.Tensor]:
+        ind = with_key_padding(uniae_mask(segment_ids, allow_cls=False), real)
+        ae = with_key_padding(uniae_mask(segment_ids, allow_cls=True), real)
+        return [ind] * self.k + [ae] * self.latent_layers
+
+    def masks(self, tokens: torch.Tensor, target: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The per-layer bool masks ``(B, 2 max_len, 2 max_len)`` (True = may attend) of the
+        ``"vae"`` / ``"ae"`` modes: ``k`` independent masks, then ``latent_layers`` UniAE masks,
+        with padded keys removed."""
+        seq, seg = self._full_input(tokens, target)
+        return self._layer_masks(seg, seq != self.pad_id)
+
+    def _full_input(self, tokens, target):
+        src = self._pad(self._check_tokens("tokens", tokens))
+        tgt = self._pad(self._check_tokens("target", tokens if target is None else target))
+        if tgt.shape[0] != src.shape[0]:
+            raise ValueError(f"target: expected batch size {src.shape[0]}, got {tuple(tgt.shape)}")
+        seq = torch.cat([src, tgt], dim=1)
+        seg = torch.zeros_like(seq)
+        seg[:, self.max_len :] = 1
+        return seq, seg
+
+    # ------------------------------------------------------------------ the shared trunk
+
+    def _trunk(self, seq, seg, positions, masks, *, code, stop_after_code=False, generator=None):
+        """Run the blocks; ``code`` is "mu" | "vae" | a tensor (B, code_dim) to inject.
+        Returns the final hidden states (None if stopped early) and the code used."""
+        pos_embed = positions if self.pos in ("learned", "sinusoidal") else None
+        h = self.net.embed(seq, segment_ids=seg, positions=pos_embed)
+        rope_pos = positions if self.pos == "rope" else None
+        chunks = []
+        for i, block in enumerate(self.net.blocks):
+            if i >= self.k:
+                j = i - self.k
+                if isinstance(code, torch.Tensor):
+                    z = code[:, j * self.z_dim : (j + 1) * self.z_dim]
+                else:
+                    mu = F.normalize(self.down[j](h[:, 0]), dim=-1)
+                    z = self.reparam(mu, generator=generator) if code == "vae" else mu
+                chunks.append(z)
+                if stop_after_code and j == self.latent_layers - 1:
+                    return None, torch.cat(chunks, dim=-1)
+                h = torch.cat([self.up[j](z.to(h.dtype)).unsqueeze(1), h[:, 1:]], dim=1)
+            h = block(h, attn_mask=masks[i], positions=rope_pos)
+        return h, torch.cat(chunks, dim=-1)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net.lm_head(self.net.ln_f(h))
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mode: str = "vae",
+        target: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_latent: bool = False,
+    ):
+        if mode not in _MODES:
+            raise ValueError(f"mode: expected one of {list(_MODES)}, got {mode!r}")
+        dev = self.net.tok_emb.weight.device
+        if mode == "encoder":
+            src = self._pad(self._check_tokens("tokens", tokens))
+            seg = torch.zeros_like(src)
+            real = src != self.pad_id
+            full = torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=src.device)
+            masks = [with_key_padding(full, real)] * self.layers
+            positions = torch.arange(self.max_len, device=dev)
+            return self._trunk(src, seg, positions, masks, code="mu", stop_after_code=True)[1]
+        if mode == "decoder":
+            tgt = self._check_tokens("tokens", tokens)
+            check_tensor("z", z, floating=True)
+            if z.shape != (tgt.shape[0], self.code_dim):
+                raise ValueError(
+                    f"z: expected shape ({tgt.shape[0]}, {self.code_dim}), got {tuple(z.shape)}"
+                )
+            B, n = tgt.shape
+            cls = torch.full((B, 1), self.cls_id, dtype=torch.long, device=tgt.device)
+            seq = torch.cat([cls, tgt], dim=1)
+            seg = torch.ones_like(seq)
+            seg[:, 0] = 0
+            positions = torch.cat(
+                [
+                    torch.zeros(1, dtype=torch.long, device=dev),
+                    self.max_len + torch.arange(n, device=dev),
+                ]
+            )
+            masks = self._layer_masks(seg, seq != self.pad_id)
+            h, code = self._trunk(seq, seg, positions, masks, code=z)
+            logits = self._logits(h[:, 1:])
+            return (logits, code) if return_latent else logits
+        seq, seg = self._full_input(tokens, target)
+        n_tgt = (tokens if target is None else target).shape[1]
+        positions = torch.arange(2 * self.max_len, device=dev)
+        masks = self._layer_masks(seg, seq != self.pad_id)
+        code = "vae" if mode == "vae" else "mu"
+        h, zc = self._trunk(seq, seg, positions, masks, code=code, generator=generator)
+        logits = self._logits(h[:, self.max_len : self.max_len + n_tgt])
+        return (logits, zc) if return_latent else logits
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The deterministic code ``mu: (B, latent_layers * z_dim)``, unit norm per chunk."""
+        return self(tokens, mode="encoder")
+
+    def loss(
+        self, tokens: torch.Tensor, *, mode: str = "vae", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Mean next-token cross-entropy on the target half (pads excluded), a 0-d tensor.
+
+        With a fixed ``kappa`` this is the whole VAE objective up to the constant :meth:`kl`.
+        """
+        if mode not in ("vae", "ae"):
+            raise ValueError(f"mode: expected 'vae' or 'ae' for a loss, got {mode!r}")
+        logits = self(tokens, mode=mode, generator=generator)
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, self.vocab),
+            tokens[:, 1:].reshape(-1).long(),
+            ignore_index=self.pad_id,
+        )
+
+    def kl(self) -> torch.Tensor:
+        """The constant KL term ``latent_layers * KL(vMF(., kappa) || U(S^(z_dim-1)))`` (nats)."""
+        return self.latent_layers * vmf_kl_to_uniform(self.z_dim, self.kappa)
+
+    def sample_prior(
+        self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float32
+    ) -> torch.Tensor:
+        """Codes from the prior, ``(n, latent_layers * z_dim)``: each chunk uniform on its sphere."""
+        _check_int("n", n)
+        dev = self.net.tok_emb.weight.device
+        z = sample_sphere((n, self.latent_layers), self.z_dim, dtype=dtype, device=dev,
+                          generator=generator)  # fmt: skip
+        return z.reshape(n, self.code_dim)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        z: torch.Tensor,
+        *,
+        max_len: int | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.LongTensor:
+        """Decode codes ``z: (B, code_dim)`` into ``(B, n <= max_len)`` token ids.
+
+        Starts from ``[CLS]`` and appends argmax (``greedy``) or sampled tokens until every row
+        has emitted ``[SEP]`` or ``max_len`` is reached; rows that finished are padded.
+        """
+        max_len = self.max_len if max_len is None else _check_int("max_len", max_len, minimum=2)
+        max_len = min(max_len, self.max_len)
+        check_positive("temperature", temperature)
+        check_tensor("z", z, floating=True)
+        B = z.shape[0]
+        seq = torch.full((B, 1), self.cls_id, dtype=torch.long, device=z.device)
+        done = torch.zeros(B, dtype=torch.bool, device=z.device)
+        while seq.shape[1] < max_len and not bool(done.all()):
+            logits = self(seq, mode="decoder", z=z)[:, -1].float()
+            logits[:, [self.pad_id, self.cls_id]] = float("-inf")
+            if greedy:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+            done |= nxt == self.sep_id
+        return seq
