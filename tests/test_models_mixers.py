@@ -12,6 +12,7 @@ from torch import nn
 
 from kexue_lib._core import make_generator
 from kexue_lib.models.mixers import (
+    DilatedConvMixer,
     ExternalAttention,
     FNetMixing,
     GMLPBlock,
@@ -23,6 +24,7 @@ from kexue_lib.models.mixers import (
     SynthesizerRandom,
     TinyAttention,
     dft_matrix,
+    dilated_receptive_field,
     fnet_as_attention,
     permutation_equivariance_error,
     token_mixing_jacobian,
@@ -252,6 +254,45 @@ def test_tiny_attention_matches_loop():
     torch.testing.assert_close(t(x[None])[0], t.out(torch.stack(rows)))
 
 
+# ----------------------------------------------------------------------------- convolutions
+
+
+def test_dilated_receptive_field_formula():
+    for k, L in [(3, 1), (3, 4), (5, 3), (2, 5)]:
+        assert dilated_receptive_field(k, L) == 1 + (k - 1) * (2**L - 1)
+    assert dilated_receptive_field(3, 3, dilation_base=3) == 1 + 2 * (1 + 3 + 9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dilated_conv_single_layer_loop(dtype):
+    m = _init(DilatedConvMixer(3, kernel=3, layers=1), 40).to(dtype)
+    x = _randn(1, 6, 3, seed=41, dtype=dtype)
+    w, b = m.convs[0].weight, m.convs[0].bias  # (d_out, d_in, k)
+    xp = torch.cat([torch.zeros(1, 3, dtype=dtype), x[0], torch.zeros(1, 3, dtype=dtype)])
+    for i in range(6):
+        want = b + sum(w[:, :, t] @ xp[i + t] for t in range(3))  # taps at i-1, i, i+1
+        torch.testing.assert_close(m(x)[0, i], want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dilated_conv_jacobian_support_is_receptive_field(causal):
+    n = 40
+    m = _init(DilatedConvMixer(2, kernel=3, layers=3, causal=causal), 42).double()
+    x = _randn(n, 2, seed=43)
+    J = token_mixing_jacobian(m, x)
+    i = 30 if causal else 20
+    support = torch.nonzero(J[i] > 0).flatten()
+    width = int(support.max() - support.min()) + 1
+    assert width == dilated_receptive_field(3, 3) == m.receptive_field == 15
+    if causal:
+        assert int(support.max()) == i and (J.triu(1) == 0).all()
+    else:
+        assert int(support.min()) == i - 7 and int(support.max()) == i + 7
+    assert m(_randn(1, 9, 2, seed=44)).shape == (1, 9, 2)  # any length
+    with pytest.raises(ValueError, match="kernel"):
+        DilatedConvMixer(2, kernel=4)
+
+
 # ----------------------------------------------------------------------------- diagnostics
 
 
@@ -268,6 +309,7 @@ def _all_mixers(n, d, seed=30):
             "external_row": ExternalAttention(d, S=6, norm="row"),
             "fnet": FNetMixing(),
             "gmlp": GMLPBlock(d, 2 * d, n),
+            "conv": DilatedConvMixer(d, kernel=3, layers=2),
         }
     for m in mods.values():
         _init(m, seed, scale=0.5)
@@ -314,7 +356,7 @@ def test_permutation_equivariance():
     errs = {k: float(permutation_equivariance_error(m, x, perm)) for k, m in mods.items()}
     for k in ("attention", "external_double", "external_row"):
         assert errs[k] < 1e-12, (k, errs[k])
-    for k in ("synth_random", "synth_dense", "linear", "token_mlp", "fnet", "gmlp"):
+    for k in ("synth_random", "synth_dense", "linear", "token_mlp", "fnet", "gmlp", "conv"):
         assert errs[k] > 1e-3, (k, errs[k])
 
 
@@ -325,7 +367,7 @@ def test_fixed_length_mixers_reject_other_lengths_and_fnet_does_not():
     for k in ("synth_random", "synth_dense", "linear", "token_mlp", "gmlp"):
         with pytest.raises(ValueError, match="max_len"):
             mods[k](x)
-    for k in ("attention", "external_double", "fnet"):
+    for k in ("attention", "external_double", "fnet", "conv"):
         assert mods[k](x).shape == (1, n + 1, d)
 
 

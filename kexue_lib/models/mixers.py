@@ -11,6 +11,7 @@ depends on the input, whether it is normalised, and whether its parameters fix `
     External Attention    softmax over tokens of X M_k^T, l1 over S memories, then @ M_v
     FNet                  Y = Re(F_n X F_d), F_n the DFT matrix  fixed, any n, no parameters
     gMLP gating unit      O = X_1 * (W LN(X_2) + b)              fixed W, n = max_len
+    dilated convolutions  banded A, width 1 + (k-1)(2^L - 1)     fixed, any n
 
 Modules with a length-``n`` parameter take ``max_len`` and raise ValueError when
 ``n != max_len`` (pad the input yourself). Diagnostics: ``token_mixing_jacobian`` (how much
@@ -29,6 +30,7 @@ from torch import nn
 from kexue_lib._core import check_tensor
 
 __all__ = [
+    "DilatedConvMixer",
     "ExternalAttention",
     "FNetMixing",
     "GMLPBlock",
@@ -42,6 +44,7 @@ __all__ = [
     "dft_matrix",
     "fnet_as_attention",
     "permutation_equivariance_error",
+    "dilated_receptive_field",
     "token_mixing_jacobian",
 ]
 
@@ -390,6 +393,64 @@ class GMLPBlock(nn.Module):
         _check_x(x, self.d, self.max_len)
         h = self.norm(x)
         return x + self.proj_out(self.sgu(F.gelu(self.proj_in(h)), attn_input=h))
+
+
+# --------------------------------------------------------------------------- convolutions
+
+
+def dilated_receptive_field(kernel: int, layers: int, *, dilation_base: int = 2) -> int:
+    """Tokens seen by one output of ``layers`` stacked convolutions with dilations
+    ``1, b, b^2, ...``: ``1 + (kernel - 1) * (b^L - 1) / (b - 1)`` (``1 + (k-1)(2^L - 1)`` for b=2).
+    """
+    _check_int("kernel", kernel)
+    _check_int("layers", layers)
+    _check_int("dilation_base", dilation_base)
+    return 1 + (kernel - 1) * sum(dilation_base**i for i in range(layers))
+
+
+class DilatedConvMixer(nn.Module):
+    """A stack of 1-D convolutions along the tokens with dilations ``1, b, b^2, ...``:
+    ``(B, n, d) -> (B, n, d)``, any n (zero padding), GELU between layers.
+
+    Layer l: ``y_i = sum_t W_t x_{i + (t - c) b^l} + bias`` with ``W_t: (d, d)``, ``c = (k-1)/2``
+    (centred, odd ``kernel``) or ``c = k - 1`` (``causal=True``: only past tokens). One output
+    sees ``dilated_receptive_field(kernel, layers)`` tokens: wide but finite.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        kernel: int = 3,
+        layers: int = 4,
+        dilation_base: int = 2,
+        causal: bool = False,
+    ):
+        super().__init__()
+        self.d = _check_int("d", d)
+        _check_int("kernel", kernel)
+        _check_int("layers", layers)
+        _check_int("dilation_base", dilation_base)
+        if not causal and kernel % 2 == 0:
+            raise ValueError(f"kernel: a centred convolution needs an odd kernel, got {kernel}")
+        self.kernel, self.causal = kernel, causal
+        self.dilations = [dilation_base**i for i in range(layers)]
+        self.convs = nn.ModuleList(nn.Conv1d(d, d, kernel, dilation=dil) for dil in self.dilations)
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + (self.kernel - 1) * sum(self.dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_x(x, self.d)
+        h = x.transpose(-1, -2)  # (B, d, n)
+        for i, (conv, dil) in enumerate(zip(self.convs, self.dilations, strict=True)):
+            total = dil * (self.kernel - 1)
+            left = total if self.causal else total // 2
+            h = conv(F.pad(h, (left, total - left)))
+            if i < len(self.convs) - 1:
+                h = F.gelu(h)
+        return h.transpose(-1, -2)
 
 
 # --------------------------------------------------------------------------- diagnostics
