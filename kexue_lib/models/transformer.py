@@ -18,10 +18,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kexue_lib._core import check_positive, check_tensor
+from kexue_lib.attention import elu_plus_one, softmax_attention
 
 __all__ = [
     "FeedForward",
@@ -51,11 +51,6 @@ def _check_int(name: str, value, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
-
-
-def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
-    """Default linear-attention feature map ``phi(x) = elu(x) + 1``: ``(..., m) -> (..., m)``."""
-    return F.elu(x) + 1.0
 
 
 def causal_bool_mask(n_q: int, n_k: int | None = None, *, device=None) -> torch.Tensor:
@@ -244,17 +239,9 @@ class MultiHeadAttention(nn.Module):
     def _softmax(self, q, k, v, mask, return_weights):
         scale = 1.0 / math.sqrt(self.d_qk)
         if self.impl == "sdpa" and not return_weights:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), None
-        scores = (q @ k.transpose(-1, -2)) * scale
-        work = torch.promote_types(scores.dtype, torch.float32)
-        scores = scores.to(work)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        w = torch.softmax(scores, dim=-1)
-        if mask is not None:  # rows with no allowed key: 0/0 = NaN -> zeros, like SDPA
-            w = w.masked_fill(~mask, 0.0)
-        w = w.to(q.dtype)
-        return w @ v, w
+            return softmax_attention(q, k, v, attn_mask=mask, scale=scale), None
+        # explicit (B, h, n, n) weights, float32 accumulation; fully masked rows give zeros
+        return softmax_attention(q, k, v, attn_mask=mask, scale=scale, return_weights=True)
 
     def _linear(self, q, k, v, mask, causal, return_weights, user_mask):
         work = torch.promote_types(q.dtype, torch.float32)
