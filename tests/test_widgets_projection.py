@@ -149,28 +149,18 @@ def test_live_slider_drive(ex):
     assert w.last_data["p_exact"] == pytest.approx(P.jl_pair_failure_prob(256, 0.5))
 
 
-def _baseline_seconds() -> float:
-    """A bare two-panel figure: what this (possibly shared) CPU needs for any redraw."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t0 = time.perf_counter()
-    fig = Figure(figsize=(10.0, 3.8))
-    a, b = fig.subplots(1, 2)
-    a.plot(np.arange(10), label="x")
-    a.legend()
-    b.plot(np.arange(5))
-    FigureCanvasAgg(fig).draw()
-    return time.perf_counter() - t0
-
-
 def test_redraw_time(ex):
     ex.data(d_out=128)  # warm the ladder cache of this (data, projection)
-    best = min(ex.render_seconds(d_out=128, eps=e) for e in (0.15, 0.25, 0.35))
-    base = min(_baseline_seconds() for _ in range(5))
-    # < 0.1 s on an idle CPU (the budget); when other jobs share the CPU, wall times
-    # inflate several-fold, so then compare with a bare two-panel figure drawn alongside
-    assert best < 0.1 or best < 3 * base, (best, base)
+    ex.render_seconds(d_out=128)
+    walls, cpus = [], []
+    for e in (0.15, 0.25, 0.35, 0.45, 0.55):
+        c0 = time.process_time()
+        walls.append(ex.render_seconds(d_out=128, eps=e))
+        cpus.append(time.process_time() - c0)
+    # budget: < 0.1 s wall on an idle CPU. When other jobs share the CPU the wall time
+    # inflates several-fold while this process's CPU time does not (bar cache contention,
+    # hence the 1.5x allowance), so either measure may show the redraw is within budget.
+    assert min(walls) < 0.1 or min(cpus) < 0.15, (min(walls), min(cpus))
 
 
 def test_animate_returns_frames(ex):
