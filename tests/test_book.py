@@ -85,3 +85,15 @@ def test_landing_page_maps_all_35_posts_and_links_every_chapter():
     for nb in _chapters():
         rel = nb.relative_to(BOOK).as_posix()
         assert f"]({rel})" in intro, f"intro.md does not link the chapter {rel}"
+
+
+def test_bibliography_has_one_entry_per_work():
+    bib = (BOOK / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", bib, re.M)
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    ids = []  # the identifiers of each entry, once per entry
+    for entry in re.split(r"^@", bib, flags=re.M)[1:]:
+        found = re.findall(r"(?:url\s*=\s*\{|eprint\s*=\s*\{|arXiv:)([^}\s]+)", entry)
+        ids += sorted({f.removeprefix("https://arxiv.org/abs/") for f in found})
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    assert dup == [], f"the same work under several keys: {dup}"
