@@ -496,3 +496,50 @@ def test_cuda():
         torch.testing.assert_close(
             yb, repeat_features(layer(x), 2) / math.sqrt(2), rtol=1e-4, atol=1e-5
         )
+
+
+def test_low_precision_and_bias_free_layers():
+    m = _model("learned", "mlm")
+    toks = _tokens()
+    ref = m(toks)
+    for dt in (torch.bfloat16, torch.float16):
+        small = copy.deepcopy(m).to(dt)
+        big = widen_model(small, 2)
+        assert big.tok_emb.weight.dtype == dt
+        out = big(toks)
+        assert torch.isfinite(out).all()
+        # widening adds no more error than running the small model in that precision
+        own = _err(small(toks).double(), ref)
+        assert _err(out.double(), ref) < 3 * own + 1e-3, (dt, own)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        layer = nn.TransformerEncoderLayer(D, 2, 16, dropout=0.0, batch_first=True, bias=False)
+    layer = layer.double().eval()
+    big = widen_torch_encoder_layer(layer, 2)
+    assert big.linear1.bias is None and big.norm1.bias is None
+    x = torch.randn(2, N, D, dtype=torch.float64, generator=_gen(6))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            big(repeat_features(x, 2) / math.sqrt(2)),
+            repeat_features(layer(x), 2) / math.sqrt(2),
+            rtol=0,
+            atol=1e-12,
+        )
+
+
+def test_gradients_keep_the_copies_identical():
+    """The symmetry trap: after an SGD step on the widened model its copies are still copies,
+    so the model is still a widened small model."""
+    m = _model("learned", "lm")
+    big = widen_model(m, 2).train()
+    toks = _tokens()
+    loss = nn.functional.cross_entropy(big(toks).reshape(-1, V), toks.reshape(-1))
+    loss.backward()
+    with torch.no_grad():
+        for p in big.parameters():
+            p.sub_(0.1 * p.grad)
+    W = big.tok_emb.weight
+    assert _err(W[:, 0::2], W[:, 1::2]) < 1e-13
+    W1 = big.blocks[0].ffn.fc1.weight  # (2F, 2D): rows and columns come in identical pairs
+    assert _err(W1[0::2], W1[1::2]) < 1e-13 and _err(W1[:, 0::2], W1[:, 1::2]) < 1e-13
+    assert big.blocks[0].ffn.fc1.weight.grad.abs().max() > 1e-6  # it did move
