@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import matplotlib
 
@@ -15,6 +14,7 @@ import pytest  # noqa: E402
 
 from kexue_lib.widgets.entropy import BASES, normalisation_explorer  # noqa: E402
 from kexue_lib.widgets.frontends import animate, live  # noqa: E402
+from tests.conftest import assert_redraws_within_budget  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -140,23 +140,10 @@ def test_live_slider_drive(ex):
     assert w.last_data["method"] == "newton" and w.last_data["base"] == "Zipf(2)"
 
 
-def _bare_figure_seconds(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t0 = time.perf_counter()
-    fig = Figure(figsize=figsize, layout="constrained")
-    fig.subplots(1, 2)
-    FigureCanvasAgg(fig).draw()
-    return time.perf_counter() - t0
-
-
 def test_redraw_is_fast():
     ex = normalisation_explorer()
-    t = min(ex.render_seconds(target_ratio=r, n=200) for r in (0.4, 0.5, 0.6, 0.45, 0.55))
-    # 0.1 s on an idle 2-core CPU; on a loaded machine allow 3x an empty 1x2 figure
-    bare = min(_bare_figure_seconds(ex.figsize) for _ in range(3))
-    assert t < max(0.1, 3 * bare), (t, bare)
+    settings = [dict(target_ratio=r, n=200) for r in (0.4, 0.5, 0.6, 0.45, 0.55)]
+    assert_redraws_within_budget(ex, settings, name="entropy normalisation")
 
 
 def test_animate_frames(ex):

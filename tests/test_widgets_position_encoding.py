@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import matplotlib
 
@@ -15,6 +14,7 @@ import pytest  # noqa: E402
 
 from kexue_lib.widgets.frontends import animate, live  # noqa: E402
 from kexue_lib.widgets.position_encoding import inner_product_explorer  # noqa: E402
+from tests.conftest import assert_redraws_within_budget  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,25 +71,11 @@ def test_live_sliders_drive_the_data(ex):
     np.testing.assert_allclose(data["sum_near"], _sum_np(data["near"], 64, 1e3), atol=1e-12)
 
 
-def _bare_figure_seconds(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t0 = time.perf_counter()
-    fig = Figure(figsize=figsize, layout="constrained")
-    fig.subplots(1, 2)
-    FigureCanvasAgg(fig).draw()
-    return time.perf_counter() - t0
-
-
 def test_redraw_is_fast():
     ex = inner_product_explorer()
     ex.data()
-    t = min(ex.render_seconds() for _ in range(3))
-    # 0.1 s on an idle 2-core CPU; on a loaded machine allow 3x the cost of an empty 1x2
-    # figure of the same size measured now (the layout engine takes most of a redraw)
-    bare = min(_bare_figure_seconds(ex.figsize) for _ in range(3))
-    assert t < max(0.1, 3 * bare), (t, bare)
+    settings = [dict(log10_base=b) for b in (3.0, 4.0, 5.0)]
+    assert_redraws_within_budget(ex, settings, name="sinusoidal inner product")
 
 
 def test_animate_frames(ex):

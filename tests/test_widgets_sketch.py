@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import matplotlib
 
@@ -16,6 +15,7 @@ import torch  # noqa: E402
 
 from kexue_lib.widgets.frontends import animate, live  # noqa: E402
 from kexue_lib.widgets.sketch import simhash_cosine_explorer  # noqa: E402
+from tests.conftest import assert_redraws_within_budget  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +56,7 @@ def test_live_slider_and_render_time(ex):
     assert w.last_data["n_bits"] == 256
     np.testing.assert_allclose(w.last_data["sign_cos"], ex.data(n_bits=256)["sign_cos"])
     ex.data(n_bits=32)
-    best = min(ex.render_seconds(n_bits=32) for _ in range(3))
-    # 0.1 s on an idle 2-core CPU; on a loaded machine allow 3x the cost of an empty 1x2
-    # figure of the same size measured now (the layout engine takes most of a redraw)
-    bare = min(_bare_figure_seconds(ex.figsize) for _ in range(3))
-    assert best < max(0.1, 3 * bare), (best, bare)
-
-
-def _bare_figure_seconds(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t0 = time.perf_counter()
-    fig = Figure(figsize=figsize, layout="constrained")
-    fig.subplots(1, 2)
-    FigureCanvasAgg(fig).draw()
-    return time.perf_counter() - t0
+    assert_redraws_within_budget(ex, [dict(n_bits=32)] * 3, name="SimHash cosines")
 
 
 def test_animate_and_bad_args(ex):
