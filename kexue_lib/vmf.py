@@ -127,7 +127,7 @@ def vmf_log_normalizer(
     kappa: float,
     *,
     method: str = "quad",
-    n_grid: int = 20001,
+    n_grid: int = 4001,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``log Z_d(kappa)``, the log normaliser of vMF on ``S^(d-1)``: a 0-d float64 tensor.
@@ -159,7 +159,7 @@ def vmf_mean_length(
     kappa: float,
     *,
     method: str = "quad",
-    n_grid: int = 20001,
+    n_grid: int = 4001,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``A_d(kappa) = E[mu.x] = I_(d/2)(kappa) / I_(d/2-1)(kappa)``, a 0-d float64 tensor in [0, 1).
@@ -185,7 +185,7 @@ def vmf_mean_length(
 
 
 def vmf_kl_to_uniform(
-    d: int, kappa: float, *, n_grid: int = 20001, device: torch.device | str | None = None
+    d: int, kappa: float, *, n_grid: int = 4001, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """``KL(vMF(mu, kappa) || Uniform(S^(d-1)))`` in nats, a 0-d float64 tensor (>= 0).
 
