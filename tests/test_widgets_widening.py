@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 
 import matplotlib
 
@@ -18,6 +17,7 @@ from kexue_lib._core import make_generator, seeded  # noqa: E402
 from kexue_lib.models.transformer import TinyTransformer  # noqa: E402
 from kexue_lib.widgets.frontends import animate, live  # noqa: E402
 from kexue_lib.widgets.widening import RECIPES, widening_explorer  # noqa: E402
+from tests.conftest import assert_redraws_within_budget  # noqa: E402
 
 SEED = 4
 
@@ -89,24 +89,11 @@ def test_live_slider(ex):
     assert d["errs"][d["sel"]] > 1e-3
 
 
-def _bare_figure_seconds(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    t0 = time.perf_counter()
-    fig = Figure(figsize=figsize, layout="constrained")
-    fig.subplots(1, 3)
-    FigureCanvasAgg(fig).draw()
-    return time.perf_counter() - t0
-
-
 def test_redraw_is_fast(ex):
     for k in (1, 2, 3):
         ex.data(k=k, recipe="exact widening")
-    t = min(ex.render_seconds(k=k, recipe="exact widening") for k in (1, 2, 3))
-    # 0.1 s on an idle 2-core CPU; on a loaded machine allow 3x an empty 1x3 figure
-    bare = min(_bare_figure_seconds(ex.figsize) for _ in range(3))
-    assert t < max(0.1, 3 * bare), (t, bare)
+    settings = [dict(k=k, recipe="exact widening") for k in (1, 2, 3)]
+    assert_redraws_within_budget(ex, settings, name="widening")
 
 
 def test_animate_frames(ex):
