@@ -350,8 +350,8 @@ def vmf_rsample(
 class VMFReparam(nn.Module):
     """Reparameterised vMF layer ``mu: (..., d) -> z: (..., d)`` with a fixed ``kappa``.
 
-    Holds the inverse-CDF table of :class:`VMFCosineSampler` as buffers (so ``.to(device)``
-    moves it) and draws ``z = cos(phi) mu_hat + sin(phi) nu`` like :func:`vmf_rsample`.
+    Holds the inverse-CDF table of :class:`VMFCosineSampler` as float64 buffers (``.to(device)``
+    moves them, dtype casts of the module leave them float64) and draws ``z = cos(phi) mu_hat + sin(phi) nu`` like :func:`vmf_rsample`.
     ``.kl()`` is the constant ``KL(vMF || uniform)`` of :func:`vmf_kl_to_uniform`.
     """
 
@@ -366,6 +366,14 @@ class VMFReparam(nn.Module):
 
     def extra_repr(self) -> str:
         return f"d={self.d}, kappa={self.kappa:g}, n_grid={self.n_grid}"
+
+    def _apply(self, fn, recurse=True):
+        # .to(device) moves the table; .half() / .float() must not round it: keep float64
+        phi, cdf = self.phi, self.cdf
+        out = super()._apply(fn, recurse)
+        self.phi = phi.to(self.phi.device)
+        self.cdf = cdf.to(self.cdf.device)
+        return out
 
     def forward(self, mu: torch.Tensor, *, generator: torch.Generator | None = None):
         _check_mu(mu)

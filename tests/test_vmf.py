@@ -273,6 +273,7 @@ def test_reparam_module():
     # a half-precision module still samples from a float64 table
     zh = layer.half()(mu.half(), generator=gen(14))
     assert zh.dtype == torch.float16 and torch.isfinite(zh).all()
+    assert layer.cdf.dtype == torch.float64 and layer.phi.dtype == torch.float64
 
 
 # --------------------------------------------------------------------------- bad inputs
