@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -439,4 +438,3 @@ def test_cuda_mha_and_model():
     assert out.device.type == "cuda" and torch.isfinite(out).all()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.isfinite(ours(x.half().float(), causal=True)).all()
-    _ = F  # torch.nn.functional kept for symmetry with the library
