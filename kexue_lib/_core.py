@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_choice",
     "check_dim_even",
+    "check_int",
     "check_positive",
     "check_probability",
     "check_shape",
@@ -121,6 +123,22 @@ def check_probability(name: str, x: Any, *, open_interval: bool = True) -> float
         rng = "(0, 1)" if open_interval else "[0, 1]"
         raise ValueError(f"{name}: expected a number in {rng}, got {x!r}")
     return v
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Raise unless ``value`` is an int (not a bool) of at least ``minimum``; returns it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Raise ValueError unless ``value`` is one of ``choices``; returns it."""
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+    return value
 
 
 def check_dim_even(name: str, d: Any) -> int:

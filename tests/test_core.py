@@ -149,3 +149,19 @@ def test_importing_the_library_leaves_matplotlib_unloaded():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout.strip()
     assert out == "", f"importing kexue_lib modules loaded: {out} (import them lazily)"
+
+
+def test_check_int_and_choice():
+    assert _core.check_int("heads", 4) == 4
+    assert _core.check_int("k", 0, minimum=0) == 0
+    with pytest.raises(TypeError, match="heads: expected an int, got float"):
+        _core.check_int("heads", 4.0)
+    with pytest.raises(TypeError, match="heads"):
+        _core.check_int("heads", True)
+    with pytest.raises(ValueError, match="heads: expected an int >= 1, got 0"):
+        _core.check_int("heads", 0)
+    assert _core.check_choice("pos", "rope", ("rope", "learned")) == "rope"
+    with pytest.raises(
+        ValueError, match=r"pos: expected one of \['rope', 'learned'\], got 'alibi'"
+    ):
+        _core.check_choice("pos", "alibi", ("rope", "learned"))

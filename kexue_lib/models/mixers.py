@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kexue_lib._core import check_choice as _check_choice
+from kexue_lib._core import check_int as _check_int
 from kexue_lib._core import check_tensor
 
 __all__ = [
@@ -49,19 +51,6 @@ __all__ = [
 ]
 
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU}
-
-
-def _check_int(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
 def _check_x(x, d: int | None = None, n: int | None = None) -> torch.Tensor:

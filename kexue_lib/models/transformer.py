@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from kexue_lib._core import check_choice as _check_choice
+from kexue_lib._core import check_int as _check_int
 from kexue_lib._core import check_positive, check_tensor
 from kexue_lib.attention import elu_plus_one, softmax_attention
 
@@ -38,19 +40,6 @@ _IMPLS = ("sdpa", "explicit")
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU}
 _POS = ("learned", "sinusoidal", "rope", "none")
 _HEADS = ("lm", "mlm", "none")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-
-
-def _check_int(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 def causal_bool_mask(n_q: int, n_k: int | None = None, *, device=None) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kexue_lib._core import check_int as _check_int
 from kexue_lib._core import check_positive, check_tensor
 from kexue_lib.attention import uniae_mask, with_key_padding
 from kexue_lib.geometry import sample_sphere
@@ -40,14 +41,6 @@ __all__ = ["UniVAE"]
 
 _MODES = ("vae", "ae", "encoder", "decoder")
 _POS = ("rope", "learned", "sinusoidal")
-
-
-def _check_int(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return value
 
 
 class UniVAE(nn.Module):
