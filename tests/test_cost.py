@@ -186,23 +186,23 @@ def test_roofline_numbers():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match=r"^n\b"):
         transformer_layer_cost(0, 2, 2)
-    with pytest.raises(TypeError, match="h"):
+    with pytest.raises(TypeError, match=r"^h\b"):
         transformer_layer_cost(4, 2.0, 2)
-    with pytest.raises(ValueError, match="attention"):
+    with pytest.raises(ValueError, match=r"^attention\b"):
         transformer_layer_cost(4, 2, 2, attention="flash")
-    with pytest.raises(ValueError, match="unit"):
+    with pytest.raises(ValueError, match=r"^unit\b"):
         transformer_layer_cost(4, 2, 2, unit="bytes")
-    with pytest.raises(ValueError, match="key_mult"):
+    with pytest.raises(ValueError, match=r"^key_mult\b"):
         transformer_layer_cost(4, 2, 2, key_mult=0)
-    with pytest.raises(ValueError, match="key_mult"):
+    with pytest.raises(ValueError, match=r"^key_mult\b"):
         cost_crossovers(2, 2, key_mult=-1)
-    with pytest.raises(TypeError, match="fn_or_module"):
+    with pytest.raises(TypeError, match=r"^fn_or_module\b"):
         count_flops(3)
-    with pytest.raises(ValueError, match="repeats"):
+    with pytest.raises(ValueError, match=r"^repeats\b"):
         time_fn(lambda: None, repeats=0)
-    with pytest.raises(ValueError, match="bytes_moved"):
+    with pytest.raises(ValueError, match=r"^bytes_moved\b"):
         arithmetic_intensity(1.0, 0.0)
 
 

@@ -56,19 +56,19 @@ def test_integer_scores_and_bad_inputs():
     exact = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
     approx = torch.tensor([[0, 5, 9, 1]])  # e.g. negated Hamming distances are integers
     assert topk_overlap(approx, exact, 2).item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="exact_scores"):
+    with pytest.raises(ValueError, match=r"^exact_scores\b"):
         topk_overlap(torch.randn(2, 4), torch.randn(2, 5), 1)
-    with pytest.raises(ValueError, match="approx_scores"):
+    with pytest.raises(ValueError, match=r"^approx_scores\b"):
         topk_overlap(torch.randn(4), torch.randn(4), 1)
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k\b"):
         topk_overlap(torch.randn(2, 4), torch.randn(2, 4), 5)
-    with pytest.raises(TypeError, match="k"):
+    with pytest.raises(TypeError, match=r"^k\b"):
         topk_overlap(torch.randn(2, 4), torch.randn(2, 4), 1.0)
-    with pytest.raises(ValueError, match="reduction"):
+    with pytest.raises(ValueError, match=r"^reduction\b"):
         topk_overlap(torch.randn(2, 4), torch.randn(2, 4), 1, reduction="sum")
-    with pytest.raises(ValueError, match="approx_scores"):
+    with pytest.raises(ValueError, match=r"^approx_scores\b"):
         topk_overlap(torch.tensor([[float("nan"), 1.0]]), torch.randn(1, 2), 1)
-    with pytest.raises(TypeError, match="exact_scores"):
+    with pytest.raises(TypeError, match=r"^exact_scores\b"):
         topk_overlap(torch.randn(1, 2), torch.ones(1, 2, dtype=torch.bool), 1)
 
 

@@ -181,7 +181,7 @@ def test_linear_attention_custom_feature_map_and_mask():
     )
     assert (w[..., ~mask] == 0).all()
     m.impl = "sdpa"
-    with pytest.raises(ValueError, match="attn_mask"):
+    with pytest.raises(ValueError, match=r"^attn_mask\b"):
         m(x, attn_mask=mask)
 
 
@@ -222,26 +222,26 @@ def test_rotary_true_uses_kexue_rope():
 
 
 def test_mha_bad_inputs():
-    with pytest.raises(ValueError, match="heads"):
+    with pytest.raises(ValueError, match=r"^heads\b"):
         MultiHeadAttention(10, 3)
-    with pytest.raises(ValueError, match="attention"):
+    with pytest.raises(ValueError, match=r"^attention\b"):
         MultiHeadAttention(8, 2, attention="cosine")
-    with pytest.raises(ValueError, match="impl"):
+    with pytest.raises(ValueError, match=r"^impl\b"):
         MultiHeadAttention(8, 2, impl="flash")
-    with pytest.raises(ValueError, match="feature_map"):
+    with pytest.raises(ValueError, match=r"^feature_map\b"):
         MultiHeadAttention(8, 2, feature_map=torch.exp)
-    with pytest.raises(TypeError, match="key_mult"):
+    with pytest.raises(TypeError, match=r"^key_mult\b"):
         MultiHeadAttention(8, 2, key_mult=1.5)
-    with pytest.raises(TypeError, match="rotary"):
+    with pytest.raises(TypeError, match=r"^rotary\b"):
         MultiHeadAttention(8, 2, rotary="yes")
     m = MultiHeadAttention(8, 2)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         m(torch.zeros(2, 5, 6))
-    with pytest.raises(TypeError, match="x"):
+    with pytest.raises(TypeError, match=r"^x\b"):
         m(torch.zeros(2, 5, 8, dtype=torch.long))
-    with pytest.raises(TypeError, match="attn_mask"):
+    with pytest.raises(TypeError, match=r"^attn_mask\b"):
         m(torch.zeros(1, 5, 8), attn_mask=torch.zeros(5, 5))
-    with pytest.raises(ValueError, match="attn_mask"):
+    with pytest.raises(ValueError, match=r"^attn_mask\b"):
         m(torch.zeros(1, 5, 8), attn_mask=torch.ones(4, 4, dtype=torch.bool))
 
 
@@ -263,7 +263,7 @@ def test_feedforward_formula(dtype):
     want = torch.relu(x @ f.fc1.weight.T + f.fc1.bias) @ f.fc2.weight.T + f.fc2.bias
     torch.testing.assert_close(f(x), want, **TOL[dtype])
     assert f.fc1.weight.shape == (12, 6)
-    with pytest.raises(ValueError, match="act"):
+    with pytest.raises(ValueError, match=r"^act\b"):
         FeedForward(6, act="swish")
 
 
@@ -312,9 +312,9 @@ def test_block_with_custom_mixer():
     h = x + blk.ln1(x).flip(-2)
     want = h + blk.ffn(blk.ln2(h))
     torch.testing.assert_close(blk(x), want)
-    with pytest.raises(ValueError, match="causal"):
+    with pytest.raises(ValueError, match=r"^causal\b"):
         blk(x, causal=True)
-    with pytest.raises(TypeError, match="token_mixer"):
+    with pytest.raises(TypeError, match=r"^token_mixer\b"):
         TransformerBlock(8, 2, token_mixer=lambda x: x)
 
 
@@ -397,21 +397,21 @@ def test_tiny_transformer_pos_none_is_permutation_equivariant():
 
 def test_tiny_transformer_bad_inputs():
     m = TinyTransformer(7, 8, 2, 1, max_len=4)
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match=r"^tokens\b"):
         m(torch.tensor([[1, 2, 3, 4, 5]]))
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match=r"^tokens\b"):
         m(torch.tensor([[1, 7]]))
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match=r"^tokens\b"):
         m(torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="segment_ids"):
+    with pytest.raises(ValueError, match=r"^segment_ids\b"):
         m(torch.tensor([[1, 2]]), segment_ids=torch.tensor([[0, 0]]))
-    with pytest.raises(ValueError, match="attn_mask"):
+    with pytest.raises(ValueError, match=r"^attn_mask\b"):
         m(torch.tensor([[1, 2]]), attn_mask=[None, None])
-    with pytest.raises(ValueError, match="pos"):
+    with pytest.raises(ValueError, match=r"^pos\b"):
         TinyTransformer(7, 8, 2, 1, max_len=4, pos="alibi")
-    with pytest.raises(ValueError, match="head"):
+    with pytest.raises(ValueError, match=r"^head\b"):
         TinyTransformer(7, 8, 2, 1, max_len=4, head="cls")
-    with pytest.raises(ValueError, match="max_len"):
+    with pytest.raises(ValueError, match=r"^max_len\b"):
         TinyTransformer(7, 8, 2, 1, max_len=0)
 
 

@@ -447,38 +447,38 @@ def test_torch_encoder_layer_stacked_in_proj_mistake():
 def test_bad_inputs():
     m = _model()
     x = torch.randn(4)
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k\b"):
         repeat_features(x, 0)
-    with pytest.raises(TypeError, match="k"):
+    with pytest.raises(TypeError, match=r"^k\b"):
         repeat_features(x, 1.5)
-    with pytest.raises(TypeError, match="k"):
+    with pytest.raises(TypeError, match=r"^k\b"):
         widen_model(m, 2.0)
-    with pytest.raises(TypeError, match="k"):
+    with pytest.raises(TypeError, match=r"^k\b"):
         widen_model(m, True)
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k\b"):
         duplicate_heads(m, 0)
-    with pytest.raises(ValueError, match="group"):
+    with pytest.raises(ValueError, match=r"^group\b"):
         repeat_features(x, 2, group=3)
-    with pytest.raises(ValueError, match="y"):
+    with pytest.raises(ValueError, match=r"^y\b"):
         unrepeat_features(torch.randn(5), 2)
-    with pytest.raises(ValueError, match="W"):
+    with pytest.raises(ValueError, match=r"^W\b"):
         widen_linear(x, None, 2, in_scale=1.0, out_scale=1.0)
-    with pytest.raises(ValueError, match="b"):
+    with pytest.raises(ValueError, match=r"^b\b"):
         widen_linear(torch.randn(3, 4), torch.randn(4), 2, in_scale=1.0, out_scale=1.0)
-    with pytest.raises(ValueError, match="in_scale"):
+    with pytest.raises(ValueError, match=r"^in_scale\b"):
         widen_linear(torch.randn(3, 4), None, 2, in_scale=0.0, out_scale=1.0)
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(ValueError, match=r"^layout\b"):
         widen_model(m, 2, layout="tile")
-    with pytest.raises(ValueError, match="ffn_out_bias"):
+    with pytest.raises(ValueError, match=r"^ffn_out_bias\b"):
         widen_model(m, 2, ffn_out_bias="half")
-    with pytest.raises(TypeError, match="model"):
+    with pytest.raises(TypeError, match=r"^model\b"):
         widen_model(nn.Linear(2, 2), 2)
-    with pytest.raises(TypeError, match="ln"):
+    with pytest.raises(TypeError, match=r"^ln\b"):
         widen_layernorm(nn.Linear(2, 2), 2)
-    with pytest.raises(ValueError, match="role"):
+    with pytest.raises(ValueError, match=r"^role\b"):
         widening_scales("attention", 2)
     lin = TinyTransformer(V, D, H, 1, max_len=8, token_mixer=lambda i: nn.Identity())
-    with pytest.raises(ValueError, match="model"):
+    with pytest.raises(ValueError, match=r"^model\b"):
         widen_model(lin, 2)
 
 

@@ -351,47 +351,47 @@ def test_gradients_flow_to_trainable_frequencies():
 
 def test_bad_inputs():
     x = torch.randn(4, 6)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         apply_rope(torch.randn(4, 7))
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         apply_rope(torch.randn(6))
-    with pytest.raises(TypeError, match="x"):
+    with pytest.raises(TypeError, match=r"^x\b"):
         apply_rope(torch.ones(4, 6, dtype=torch.long))
-    with pytest.raises(TypeError, match="x"):
+    with pytest.raises(TypeError, match=r"^x\b"):
         apply_rope([[1.0, 2.0]])
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(ValueError, match=r"^layout\b"):
         apply_rope(x, layout="pairs")
-    with pytest.raises(ValueError, match="positions"):
+    with pytest.raises(ValueError, match=r"^positions\b"):
         apply_rope(x, torch.arange(5))
-    with pytest.raises(ValueError, match="positions"):
+    with pytest.raises(ValueError, match=r"^positions\b"):
         apply_rope(torch.randn(2, 4, 6), torch.zeros(3, 4))
-    with pytest.raises(ValueError, match="positions"):
+    with pytest.raises(ValueError, match=r"^positions\b"):
         apply_rope(x, torch.tensor([0.0, 1.0, float("nan"), 3.0]))
-    with pytest.raises(ValueError, match="base"):
+    with pytest.raises(ValueError, match=r"^base\b"):
         apply_rope(x, base=1.0)
-    with pytest.raises(ValueError, match="base"):
+    with pytest.raises(ValueError, match=r"^base\b"):
         apply_rope(x, base=-3.0)
-    with pytest.raises(ValueError, match="freqs"):
+    with pytest.raises(ValueError, match=r"^freqs\b"):
         apply_rope(x, freqs=torch.ones(4))
-    with pytest.raises(TypeError, match="offset"):
+    with pytest.raises(TypeError, match=r"^offset\b"):
         apply_rope(x, offset="3")
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match=r"^d\b"):
         rope_cos_sin(torch.arange(3), 5)
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(TypeError, match=r"^dtype\b"):
         rope_cos_sin(torch.arange(3), 4, dtype=torch.int64)
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match=r"^d\b"):
         rope_matrix(1, 3)
-    with pytest.raises(TypeError, match="m"):
+    with pytest.raises(TypeError, match=r"^m\b"):
         rope_matrix(float("inf"), 4)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         rotate_pairs(torch.randn(3))
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match=r"^d\b"):
         rope_decay_envelope(3, 7)
-    with pytest.raises(TypeError, match="delta"):
+    with pytest.raises(TypeError, match=r"^delta\b"):
         rope_decay_envelope("3", 8)
-    with pytest.raises(ValueError, match="d_head"):
+    with pytest.raises(ValueError, match=r"^d_head\b"):
         Rotary(5)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         Rotary(8)(torch.randn(3, 6))
 
 
@@ -402,7 +402,7 @@ def test_grid_positions():
     p = grid_positions(3, 4)
     assert p.shape == (12, 2) and p.dtype == torch.long
     assert [tuple(r) for r in p.tolist()] == [(i, j) for i in range(3) for j in range(4)]
-    with pytest.raises(ValueError, match="H"):
+    with pytest.raises(ValueError, match=r"^H\b"):
         grid_positions(0, 3)
 
 
@@ -449,11 +449,11 @@ def test_rope_2d_scores_depend_on_offset_only(split):
 
 
 def test_apply_rope_2d_bad_inputs():
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         apply_rope_2d(torch.randn(4, 6), grid_positions(2, 2))
-    with pytest.raises(ValueError, match="pos_xy"):
+    with pytest.raises(ValueError, match=r"^pos_xy\b"):
         apply_rope_2d(torch.randn(4, 8), grid_positions(2, 3))
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(ValueError, match=r"^split\b"):
         apply_rope_2d(torch.randn(4, 8), grid_positions(2, 2), split="quarters")
 
 
@@ -497,7 +497,7 @@ def test_recover_position_2d_round_trip_and_wrap():
     period = 2 * math.pi / 0.3
     rx, _ = recover_position_2d(rope2d_matrix(25.0, 0.0, 0.3), 0.3)
     assert abs(rx.item() - (25.0 - period)) < 1e-10
-    with pytest.raises(ValueError, match="R"):
+    with pytest.raises(ValueError, match=r"^R\b"):
         recover_position_2d(torch.eye(3), 0.3)
 
 
@@ -546,9 +546,9 @@ def test_commutant_dimension_matches_sympy_nullspace():
 
 
 def test_commutant_dimension_bad_inputs():
-    with pytest.raises(ValueError, match="B"):
+    with pytest.raises(ValueError, match=r"^B\b"):
         commutant_dimension(torch.zeros(3, 4))
-    with pytest.raises(TypeError, match="B"):
+    with pytest.raises(TypeError, match=r"^B\b"):
         commutant_dimension(torch.zeros(3, 3, dtype=torch.long))
 
 

@@ -96,8 +96,8 @@ def test_animate_frames(ex):
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match=r"^n\b"):
         performer_explorer(n=0)
     ex = performer_explorer(n=8, d=4, n_repeats=2)
-    with pytest.raises(ValueError, match="m"):
+    with pytest.raises(ValueError, match=r"^m\b"):
         ex.data(m=5)

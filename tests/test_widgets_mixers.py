@@ -87,7 +87,7 @@ def test_animate_frames(ex):
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match=r"^d\b"):
         mixing_jacobian_explorer(d=7)
-    with pytest.raises(ValueError, match="t"):
+    with pytest.raises(ValueError, match=r"^t\b"):
         mixing_jacobian_explorer(d=4).data(t=2.0)

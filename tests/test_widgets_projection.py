@@ -164,9 +164,9 @@ def test_animate_returns_frames(ex):
 
 
 def test_bad_values(ex):
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match=r"^eps\b"):
         ex.data(eps=0.95)
-    with pytest.raises(ValueError, match="d_out"):
+    with pytest.raises(ValueError, match=r"^d_out\b"):
         ex.data(d_out=100)
-    with pytest.raises(ValueError, match="projection"):
+    with pytest.raises(ValueError, match=r"^projection\b"):
         ex.data(projection="fjlt")

@@ -138,7 +138,7 @@ def test_animate_frames(ex):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="d"):
+    with pytest.raises(ValueError, match=r"^d\b"):
         rotation_explorer(d=7)
-    with pytest.raises(ValueError, match="max_offset"):
+    with pytest.raises(ValueError, match=r"^max_offset\b"):
         rotation_explorer(n_positions=8, max_offset=9)

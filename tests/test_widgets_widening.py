@@ -105,9 +105,9 @@ def test_animate_frames(ex):
 
 
 def test_bad_arguments(ex):
-    with pytest.raises(ValueError, match="k_max"):
+    with pytest.raises(ValueError, match=r"^k_max\b"):
         widening_explorer(k_max=0)
-    with pytest.raises(ValueError, match="recipe"):
+    with pytest.raises(ValueError, match=r"^recipe\b"):
         ex.data(k=2, recipe="zero padding")
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"^k\b"):
         ex.data(k=5)
