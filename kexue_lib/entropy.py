@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_positive, check_simplex, check_tensor
 
 __all__ = [
     "entropy",
@@ -44,6 +44,15 @@ def _check_floating(name: str, x) -> torch.Tensor:
     if x.dim() == 0:
         raise ValueError(f"{name}: expected at least one dimension (the outcomes), got a scalar")
     return x
+
+
+def _check_distribution(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
+    """Raise unless ``p`` is a floating tensor of finite, non-negative entries summing to 1 on
+    ``dim`` (to a few ulps of its dtype: a bf16 softmax passes, logits or counts do not)."""
+    _check_floating(name, p)
+    if p.numel():
+        check_simplex(name, p, dim=dim, atol=max(1e-5, 2 * torch.finfo(p.dtype).eps))
+    return p
 
 
 def _log_probs(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +111,10 @@ def entropy(p: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     """Shannon entropy ``H(p) = -sum_i p_i log p_i`` (nats) along ``dim``, with ``0 log 0 = 0``.
 
     ``p: (..., n, ...)`` -> ``(...)`` in ``p``'s dtype. Uses ``torch.special.xlogy``.
+    ValueError unless ``p`` is non-negative and sums to 1 on ``dim`` (for logits use
+    :func:`entropy_from_logits`).
     """
-    _check_floating("p", p)
+    _check_distribution("p", p, dim)
     x = p.to(_cdt(p.dtype))
     return (-torch.special.xlogy(x, x).sum(dim)).to(p.dtype)
 
@@ -168,7 +179,7 @@ def entropy_newton_step(p: torch.Tensor, target, *, dim: int = -1):
     or so large that every ``p_i^gamma`` underflows and ``p_new`` is NaN. Use
     :func:`entropy_normalize` for a safe solver.
     """
-    _check_floating("p", p)
+    _check_distribution("p", p, dim)
     x = p.to(_cdt(p.dtype))
     t = torch.as_tensor(target, dtype=x.dtype, device=x.device)
     logp = torch.where(x > 0, torch.log(x), torch.zeros_like(x))  # 0 * log 0 -> 0 in the sums
@@ -240,6 +251,11 @@ def entropy_normalize(
     ell, mask = _log_probs(src, dim)
     d = dim % ell.dim()
     h_max = torch.log(mask.sum(d).to(ell.dtype))
+    if bool((h_max == -math.inf).any()):
+        which = "p" if p is not None else "logits"
+        raise ValueError(
+            f"{which}: expected at least one positive probability per distribution, got none"
+        )
     if target is not None:
         t = torch.as_tensor(target, dtype=ell.dtype, device=ell.device)
         name = "target"
@@ -262,8 +278,6 @@ def entropy_normalize(
             f"{name}: expected target entropies in [0, log |support|] (at most "
             f"{h_max.max().item():.6g} nats here), got {target if target is not None else target_ratio}"
         )
-    if bool((h_max == -math.inf).any()):
-        raise ValueError("p: expected at least one positive entry per distribution")
     t = torch.minimum(t, h_max)
 
     if method == "newton":

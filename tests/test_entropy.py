@@ -221,7 +221,7 @@ def test_masked_entries_stay_zero_and_ratio_uses_the_support():
     logits = torch.log(p)  # -inf where p = 0
     q2, gm = entropy_normalize(logits=logits, target_ratio=0.999, return_gamma=True)
     assert (q2[[2, 5, 6]] == 0).all() and torch.isfinite(q2).all()
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(p, target=math.log(9))  # above log |support| = log 7
 
 
@@ -351,42 +351,74 @@ def test_half_precision(half):
 
 def test_bad_inputs():
     p = torch.full((4,), 0.25)
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match=r"^p\b"):
         entropy_normalize(p, logits=p, target=0.5)
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match=r"^p\b"):
         entropy_normalize(target=0.5)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(p, target=0.5, target_ratio=0.5)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(p)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(p, target=-0.1)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(p, target=math.log(4) + 0.01)
-    with pytest.raises(ValueError, match="target_ratio"):
+    with pytest.raises(ValueError, match=r"^target_ratio\b"):
         entropy_normalize(p, target_ratio=1.5)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match=r"^target\b"):
         entropy_normalize(torch.full((2, 4), 0.25), target=torch.tensor([0.1, 0.2, 0.3]))
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match=r"^method\b"):
         entropy_normalize(p, target=0.5, method="bisect")
-    with pytest.raises(ValueError, match="n_iter"):
+    with pytest.raises(ValueError, match=r"^n_iter\b"):
         entropy_normalize(p, target=0.5, n_iter=-1)
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match=r"^p\b"):
         entropy_normalize(torch.tensor([0.5, -0.1, 0.6]), target=0.5)
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match=r"^p\b"):
         entropy_normalize(torch.zeros(3), target=0.0)
-    with pytest.raises(ValueError, match="logits"):
+    with pytest.raises(ValueError, match=r"^logits\b"):
         entropy_normalize(logits=torch.tensor([0.0, math.nan]), target=0.1)
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ValueError, match=r"^gamma\b"):
         power_transform(torch.zeros(3), -1.0)
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ValueError, match=r"^gamma\b"):
         power_transform(torch.zeros(2, 3), torch.ones(3))
-    with pytest.raises(ValueError, match="gammas"):
+    with pytest.raises(ValueError, match=r"^gammas\b"):
         entropy_curve(torch.zeros(3), torch.ones(2, 2))
-    with pytest.raises(TypeError, match="p"):
+    with pytest.raises(TypeError, match=r"^p\b"):
         entropy(torch.ones(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="logits"):
+    with pytest.raises(ValueError, match=r"^logits\b"):
         entropy_from_logits(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"^logits\b"):
+        entropy_normalize(logits=torch.full((3,), -math.inf), target=0.0)
+
+
+def test_entropy_rejects_non_distributions():
+    """Logits or unnormalised weights passed as p give a clear error, not a silent number/NaN."""
+    g = make_generator(61)
+    logits = torch.randn(3, 5, generator=g)
+    for fn in (entropy, lambda x: entropy_newton_step(x, 0.5)):
+        with pytest.raises(ValueError, match=r"^p: expected non-negative"):
+            fn(logits)  # logits instead of probabilities
+        with pytest.raises(ValueError, match=r"^p: expected probabilities summing to 1"):
+            fn(torch.tensor([0.5, 0.7]))
+        with pytest.raises(ValueError, match=r"^p: expected finite"):
+            fn(torch.tensor([math.nan, 1.0]))
+    # the sum is checked along dim, not along the last axis
+    cols = torch.softmax(logits, dim=0)
+    with pytest.raises(ValueError, match=r"^p: expected probabilities summing to 1"):
+        entropy(cols)
+    torch.testing.assert_close(
+        entropy(cols, dim=0),
+        torch.tensor([float(-(c * c.log()).sum()) for c in cols.T]),
+    )
+    # half-precision softmax output passes (its sum is only ~1 to a few ulps), and matches float32
+    for half in (torch.float16, torch.bfloat16):
+        p = torch.softmax(torch.randn(4, 300, generator=g), -1)
+        ph = p.to(half)
+        h = entropy(ph)
+        assert h.dtype == half and torch.isfinite(h).all()
+        torch.testing.assert_close(
+            h.float(), entropy(ph.float() / ph.float().sum(-1, keepdim=True)), atol=0.05, rtol=0
+        )
 
 
 @needs_cuda
