@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_tensor
+from kexue_lib._core import check_simplex, check_tensor
 
 __all__ = [
     "concrete_log_prob",
@@ -149,7 +149,7 @@ def gumbel_softmax(
 def concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau) -> torch.Tensor:
     """Log density of the Concrete / Gumbel-softmax distribution at simplex points ``y``.
 
-    ``y: (..., k)`` (positive, summing to 1), ``logits: (..., k)`` broadcastable, ``tau > 0``
+    ``y: (..., k)`` (positive, summing to 1 on the last dim, else ValueError), ``logits: (..., k)`` broadcastable, ``tau > 0``
     a number or a tensor broadcastable to the batch shape ``(...)`` -> ``(...)``. Density w.r.t. Lebesgue measure on the first ``k - 1`` coordinates
     (Maddison et al. 2017; Jang et al. 2017):
 
@@ -163,6 +163,13 @@ def concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau) -> torch.Tenso
             f"y: expected {logits.shape[-1]} categories on the last dim like logits, "
             f"got shape {tuple(y.shape)}"
         )
+    if y.numel():
+        check_simplex("y", y, atol=max(1e-5, 2 * torch.finfo(y.dtype).eps))
+        if not bool((y > 0).all()):
+            raise ValueError(
+                "y: expected points inside the open simplex (every y_i > 0), got a zero entry "
+                "(an underflowed sample at small tau?): the density is not defined there"
+            )
     out_dtype = torch.promote_types(y.dtype, logits.dtype)
     cdt = _compute_dtype(out_dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
