@@ -70,10 +70,26 @@ def _check_qkv(q, k, v) -> None:
         raise ValueError(
             f"v: expected {k.shape[-2]} rows (one per key), got shape {tuple(v.shape)}"
         )
+    _check_leading(q=q, k=k, v=v)
     if q.dtype != k.dtype or q.dtype != v.dtype:
         raise TypeError(f"q, k, v: expected one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if q.device != k.device or q.device != v.device:
         raise ValueError(f"q, k, v: expected one device, got {q.device}, {k.device}, {v.device}")
+
+
+def _check_leading(**named: torch.Tensor) -> None:
+    """Raise unless the leading (batch, head) dims ``x.shape[:-2]`` broadcast together."""
+    lead = {name: tuple(x.shape[:-2]) for name, x in named.items()}
+    try:
+        torch.broadcast_shapes(*lead.values())
+    except RuntimeError:
+        names = list(lead)
+        raise ValueError(
+            f"{', '.join(names[1:])}: expected leading (batch, head) dims broadcastable with "
+            f"{names[0]}'s {lead[names[0]]}, got "
+            + ", ".join(f"{n} {sh}" for n, sh in list(lead.items())[1:])
+            + " (a missing or extra head dim?)"
+        ) from None
 
 
 def _check_int(name: str, x, *, minimum: int) -> int:
@@ -126,6 +142,7 @@ def attend(logits: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             f"v: expected (..., {logits.shape[-1] if logits.dim() else '?'}, d_v) matching the logits' "
             f"key count, got logits {tuple(logits.shape)} and v {tuple(v.shape)}"
         )
+    _check_leading(logits=logits, v=v)
     acc = _acc_dtype(torch.promote_types(logits.dtype, v.dtype))
     w = _safe_softmax(logits.to(acc))
     return (w @ v.to(acc)).to(v.dtype)
@@ -566,6 +583,12 @@ def linear_attention_weights(
     """
     check_tensor("q", q, floating=True)
     check_tensor("k", k, floating=True)
+    if q.dim() < 2 or k.dim() < 2:
+        raise ValueError(
+            f"q, k: expected shapes (..., n, d) with at least 2 dims, got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}"
+        )
+    _check_leading(q=q, k=k)
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"k: expected last dim {q.shape[-1]} (the query size), got shape {tuple(k.shape)}"

@@ -474,7 +474,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"^key_padding\b"):
         with_key_padding(causal_mask(4), torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"^omega\b"):
-        performer_positive_features(q, torch.randn(5, 3), is_query=True)
+        performer_positive_features(q, rand(5, 3, seed=40), is_query=True)
     with pytest.raises(ValueError, match=r"^stabilize\b"):
         exp_features(q, stabilize="col")
     with pytest.raises(TypeError, match=r"^feature_map\b"):
@@ -491,6 +491,31 @@ def test_bad_inputs():
         linear_attention(q, q, q, feature_map=elu_plus_one, rope_positions=torch.arange(3))
     with pytest.raises(ValueError, match=r"^X\b"):
         rank_collapse_residual(torch.ones(3))
+
+
+def test_mismatched_batch_or_head_dims_name_the_tensors():
+    """k, v without the head dim (or another batch size) used to fail deep inside torch with
+    'The size of tensor a (3) must match ...'; now a ValueError names them and the shapes."""
+    q = rand(2, 3, 5, 4, seed=41)
+    kv = rand(2, 5, 4, seed=42)  # forgot to split heads
+    msg = r"^k, v: expected leading \(batch, head\) dims broadcastable with q's \(2, 3\)"
+    with pytest.raises(ValueError, match=msg):
+        softmax_attention(q, kv, kv)
+    with pytest.raises(ValueError, match=msg):
+        linear_attention(q, kv, kv, feature_map=elu_plus_one)
+    with pytest.raises(ValueError, match=r"^k: expected leading"):
+        linear_attention_weights(q, kv, feature_map=elu_plus_one)
+    with pytest.raises(ValueError, match=r"^v: expected leading .* logits's \(2, 3\)"):
+        attend(rand(2, 3, 5, 6, seed=43), rand(3, 3, 6, 2, seed=44))
+    # broadcastable leading dims stay legal and equal the explicitly expanded computation
+    k1, v1 = rand(1, 3, 5, 4, seed=45), rand(1, 3, 5, 2, seed=46)
+    for fn in (
+        softmax_attention,
+        lambda a, b, c: linear_attention(a, b, c, feature_map=elu_plus_one),
+    ):
+        torch.testing.assert_close(
+            fn(q, k1, v1), fn(q, k1.expand(2, -1, -1, -1), v1.expand(2, -1, -1, -1))
+        )
 
 
 # --------------------------------------------------------------------------- CUDA
