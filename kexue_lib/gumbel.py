@@ -43,6 +43,20 @@ def _check_tau(tau, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(tau), device=like.device, dtype=like.dtype)
 
 
+def _check_tau_shape(t: torch.Tensor, shape: tuple, what: str) -> None:
+    """ValueError unless a tensor ``tau`` broadcasts to ``shape`` without enlarging it."""
+    shape = tuple(shape)
+    try:
+        ok = torch.broadcast_shapes(tuple(t.shape), shape) == torch.Size(shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"tau: expected a number or a tensor broadcastable to {what} shape {shape}, "
+            f"got shape {tuple(t.shape)}"
+        )
+
+
 def _check_logits(logits) -> torch.Tensor:
     check_tensor("logits", logits, floating=True)
     if logits.dim() == 0:
@@ -135,6 +149,7 @@ def gumbel_softmax(
     _check_logits(logits)
     cdt = _compute_dtype(logits.dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
+    _check_tau_shape(t, tuple(logits.shape), "logits")
     g = _noise_for(logits, noise, generator, cdt)
     x = logits.to(cdt) + g
     z = (x - x.detach().amax(dim=dim, keepdim=True)) / t
@@ -173,6 +188,14 @@ def concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau) -> torch.Tenso
     out_dtype = torch.promote_types(y.dtype, logits.dtype)
     cdt = _compute_dtype(out_dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
+    try:
+        batch = tuple(torch.broadcast_shapes(y.shape[:-1], logits.shape[:-1]))
+    except RuntimeError:
+        raise ValueError(
+            f"logits: expected a shape broadcastable with y's {tuple(y.shape)}, "
+            f"got {tuple(logits.shape)}"
+        ) from None
+    _check_tau_shape(t, batch, "the batch")
     k = logits.shape[-1]
     log_pi = torch.log_softmax(logits.to(cdt), dim=-1)
     log_y = torch.log(y.to(cdt))

@@ -325,6 +325,18 @@ def test_bad_inputs():
     g = make_generator(5)
     y = gumbel_softmax(torch.randn(6, 4, generator=g), 0.5, generator=g).to(torch.bfloat16)
     assert torch.isfinite(concrete_log_prob(y, torch.zeros(4), 0.5)).all()  # bf16 sums pass
+    # a tau tensor must broadcast to logits (gumbel_softmax) / the batch (concrete_log_prob)
+    # without enlarging it: torch used to raise 'The size of tensor a ...' or broadcast silently
+    with pytest.raises(ValueError, match=r"^tau: .* logits shape \(4, 10\), got shape \(3,\)"):
+        gumbel_softmax(torch.zeros(4, 10), torch.ones(3), generator=g)
+    with pytest.raises(
+        ValueError, match=r"^tau: .* logits shape \(4, 10\), got shape \(2, 4, 10\)"
+    ):
+        gumbel_softmax(torch.zeros(4, 10), torch.ones(2, 4, 10), generator=g)
+    with pytest.raises(ValueError, match=r"^tau: .* batch shape \(4,\), got shape \(5,\)"):
+        concrete_log_prob(torch.full((4, 3), 1 / 3), torch.zeros(3), torch.ones(5))
+    with pytest.raises(ValueError, match=r"^logits: expected a shape broadcastable with y's"):
+        concrete_log_prob(torch.full((4, 3), 1 / 3), torch.zeros(2, 3), 1.0)
 
 
 # --------------------------------------------------------------------------- CUDA
