@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from kexue_lib._core import make_generator
 from kexue_lib.attention import elu_plus_one, linear_attention
 from kexue_lib.cost import (
     NOMINAL_H200,
@@ -60,7 +61,7 @@ class ExplicitLayer(nn.Module):
 def test_softmax_layer_formula_matches_flop_counter(n):
     h, d = 2, 8
     layer = ExplicitLayer(h, d)
-    x = torch.randn(1, n, h * d)
+    x = torch.randn(1, n, h * d, generator=make_generator(n))
     counted = count_flops(layer, x)
     model = transformer_layer_cost(n, h, d, unit="flop")
     assert counted == model["total"], (counted, model)
@@ -78,7 +79,7 @@ def test_softmax_layer_formula_matches_flop_counter(n):
 def test_linear_layer_formula_matches_flop_counter(km, vm):
     h, d, n = 2, 4, 24
     layer = ExplicitLayer(h, d, attention="linear", key_mult=km, value_mult=vm)
-    counted = count_flops(layer, torch.randn(1, n, h * d))
+    counted = count_flops(layer, torch.randn(1, n, h * d, generator=make_generator(km * 10 + vm)))
     model = transformer_layer_cost(
         n, h, d, attention="linear", key_mult=km, value_mult=vm, widen_projections=True, unit="flop"
     )
@@ -89,7 +90,7 @@ def test_linear_layer_formula_matches_flop_counter(km, vm):
 
 
 def test_sdpa_is_counted_or_reported_as_zero():
-    q = torch.randn(1, 2, 16, 8)
+    q = torch.randn(1, 2, 16, 8, generator=make_generator(3))
     c = count_flops(F.scaled_dot_product_attention, q, q, q)
     assert c in (0, 4 * 2 * 16 * 16 * 8)  # CPU fused kernels may be unregistered in FlopCounterMode
 
@@ -209,8 +210,8 @@ def test_bad_inputs():
 @requires_cuda
 def test_cuda_count_and_time():
     layer = ExplicitLayer(2, 8).cuda()
-    x = torch.randn(1, 16, 16, device="cuda")
+    x = torch.randn(1, 16, 16, generator=make_generator(4)).cuda()
     assert count_flops(layer, x) == transformer_layer_cost(16, 2, 8, unit="flop")["total"]
     assert time_fn(layer, x, repeats=3, warmup=1) > 0
-    q = torch.randn(1, 2, 64, 16, device="cuda", dtype=torch.float16)
+    q = torch.randn(1, 2, 64, 16, generator=make_generator(5)).to("cuda", torch.float16)
     assert count_flops(F.scaled_dot_product_attention, q, q, q) in (0, 4 * 2 * 64 * 64 * 16)
