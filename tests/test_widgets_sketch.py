@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from kexue_lib.sketch import simhash  # noqa: E402
 from kexue_lib.widgets.frontends import animate, live  # noqa: E402
 from kexue_lib.widgets.sketch import simhash_cosine_explorer  # noqa: E402
 from tests.conftest import assert_redraws_within_budget  # noqa: E402
@@ -26,11 +27,21 @@ def ex():
 def test_data_match_brute_force_counts(ex):
     d = ex.data(n_bits=64)
     assert d["n_bits"] == 64 and d["sign_cos"].shape == (1500,)
-    # h counted bit by bit on the same pairs: rebuild them from the same seed
+    # rebuild the pairs and their codes from the same seed, then count differing bits one by one
     g = torch.Generator()
     g.manual_seed(1)
     theta = torch.rand(1500, dtype=torch.float64, generator=g) * math.pi
     np.testing.assert_allclose(d["cos"], np.cos(theta.numpy()), rtol=0, atol=1e-12)
+    x = torch.randn(1500, 32, dtype=torch.float64, generator=g)
+    x = x / x.norm(dim=1, keepdim=True)
+    u = torch.randn(1500, 32, dtype=torch.float64, generator=g)
+    u = u - (u * x).sum(1, keepdim=True) * x
+    u = u / u.norm(dim=1, keepdim=True)
+    y = torch.cos(theta)[:, None] * x + torch.sin(theta)[:, None] * u
+    np.testing.assert_allclose((x * y).sum(1).numpy(), d["cos"], rtol=0, atol=1e-12)
+    codes = simhash(torch.cat([x, y]), 1024, generator=g)[:, :64].numpy()
+    h_loop = [sum(int(a != b) for a, b in zip(codes[i], codes[1500 + i])) for i in range(1500)]
+    np.testing.assert_array_equal(d["hamming"], np.array(h_loop))
     np.testing.assert_allclose(d["sign_cos"], 1 - 2 * d["hamming"] / 64, atol=1e-12)
     np.testing.assert_allclose(d["decoded"], np.sin(np.pi / 2 * d["sign_cos"]), atol=1e-12)
     assert d["hamming"].min() >= 0 and d["hamming"].max() <= 64
