@@ -131,6 +131,13 @@ def test_page_renders_offline(browser, server, rel):
         n_math = page.locator("div.math, span.math").count()
         n_typeset = page.locator("mjx-container").count()
         assert n_typeset >= n_math, f"{n_math} math elements but {n_typeset} typeset"
+        errors_tex = page.locator("mjx-merror").all_inner_texts()
+        assert errors_tex == [], f"MathJax could not typeset: {errors_tex[:5]}"
+        # a display equation much wider than the text column needs sideways scrolling to read
+        wide = page.evaluate("""() => [...document.querySelectorAll('mjx-container[display="true"]')]
+            .filter(m => m.scrollWidth > 1.05 * m.closest('article').clientWidth)
+            .map(m => `${m.scrollWidth}px: ${m.textContent.slice(0, 50)}`)""")
+        assert wide == [], f"display equations wider than the page: {wide}"
         text = page.locator("article").inner_text()
         raw = re.findall(r"\\\[|\\\(|\$\$|\\begin\{", text)
         assert raw == [], f"raw TeX left on the page: {raw[:5]}"
