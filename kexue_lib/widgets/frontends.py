@@ -110,7 +110,7 @@ class Explorer:
         if suptitle is not None:
             fig.suptitle(suptitle, fontsize=10)
         if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
-            key = (len(fig.axes), tuple(fig.get_size_inches()))
+            key = (len(fig.axes), tuple(fig.get_size_inches()), suptitle is not None)
             if self._layout is None or self._layout[0] != key:
                 # extra room around panels: later values may bring wider tick labels
                 fig.get_layout_engine().set(w_pad=0.12, h_pad=0.06)

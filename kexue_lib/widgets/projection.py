@@ -254,7 +254,15 @@ def jl_distortion_explorer(
             f"union bound: {d['union_bound']:.3g}{vac}\n"
             f"n for 24/16/DG: {d['n24']}/{d['n16']}/{d['n_dg']}"
         )
-        ax.text(0.02, 0.97, txt, transform=ax.transAxes, va="top", fontsize=7)
+        ax.text(
+            0.02,
+            0.97,
+            txt,
+            transform=ax.transAxes,
+            va="top",
+            fontsize=7,
+            bbox=dict(fc="white", ec="0.8", alpha=0.85),
+        )
         ax.set_title(
             f"{PROJECTION_LABELS[d['projection']]}, {d['data']} data, n = {d['d_out']}", fontsize=9
         )
