@@ -22,8 +22,8 @@ fi
 
 t0=$(date +%s)
 step "lint (ruff)"
-ruff check kexue_lib tests
-ruff format --check kexue_lib tests
+ruff check .
+ruff format --check .
 
 step "kexue_lib unit tests and book structure"
 python -m pytest -q tests -m "not built" -p no:cacheprovider
