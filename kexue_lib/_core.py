@@ -24,6 +24,7 @@ __all__ = [
     "seeded",
     "size_for_device",
     "to_numpy64",
+    "work_dtype",
 ]
 
 
@@ -79,6 +80,15 @@ def to_numpy64(x: Any):
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision to compute in: float64 stays float64, everything else works in float32.
+
+    Half types (fp16, bf16) lose too much in sums, angles, QR and logsumexp; modules compute in
+    this dtype and cast the result back to the caller's dtype.
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # --------------------------------------------------------------------------- validation

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_int, check_positive, check_tensor, work_dtype
 
 __all__ = [
     "attend",
@@ -48,11 +48,6 @@ FeatureMap = Callable[[torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _check_qkv(q, k, v) -> None:
@@ -90,14 +85,6 @@ def _check_leading(**named: torch.Tensor) -> None:
             + ", ".join(f"{n} {sh}" for n, sh in list(lead.items())[1:])
             + " (a missing or extra head dim?)"
         ) from None
-
-
-def _check_int(name: str, x, *, minimum: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {x}")
-    return x
 
 
 def _prepare_mask(attn_mask: torch.Tensor, q_dim: int, n_q: int, n_k: int, device) -> torch.Tensor:
@@ -143,7 +130,7 @@ def attend(logits: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             f"key count, got logits {tuple(logits.shape)} and v {tuple(v.shape)}"
         )
     _check_leading(logits=logits, v=v)
-    acc = _acc_dtype(torch.promote_types(logits.dtype, v.dtype))
+    acc = work_dtype(torch.promote_types(logits.dtype, v.dtype))
     w = _safe_softmax(logits.to(acc))
     return (w @ v.to(acc)).to(v.dtype)
 
@@ -202,7 +189,7 @@ def softmax_attention(
         if mask is not None and mask.is_floating_point():
             mask = mask.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    acc = _acc_dtype(q.dtype)
+    acc = work_dtype(q.dtype)
     logits = (q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale
     if mask is not None:
         if mask.dtype == torch.bool:
@@ -219,14 +206,14 @@ def softmax_attention(
 
 def causal_mask(n: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Lower-triangular mask ``(n, n)``: query i may attend key j iff ``j <= i``."""
-    _check_int("n", n, minimum=1)
+    check_int("n", n, minimum=1)
     return _causal(n, n, device)
 
 
 def band_mask(n: int, width: int, *, device: torch.device | str | None = None) -> torch.Tensor:
     """Local window ``(n, n)``: query i may attend key j iff ``|j - i| <= width``."""
-    _check_int("n", n, minimum=1)
-    _check_int("width", width, minimum=0)
+    check_int("n", n, minimum=1)
+    check_int("width", width, minimum=0)
     i = torch.arange(n, device=device)
     return (i[None, :] - i[:, None]).abs() <= width
 
@@ -265,7 +252,7 @@ def uniae_mask(
     """
     s = _check_segments(segment_ids)
     n = s.shape[-1]
-    _check_int("cls_index", cls_index, minimum=0)
+    check_int("cls_index", cls_index, minimum=0)
     if cls_index >= n:
         raise ValueError(f"cls_index: expected an index < n = {n}, got {cls_index}")
     if not isinstance(allow_cls, bool):
@@ -367,7 +354,7 @@ def exp_features(
     if W is not None:
         _check_omega(W, x)
         z = x @ W.to(x.dtype).T
-    acc = _acc_dtype(z.dtype)
+    acc = work_dtype(z.dtype)
     return torch.exp(_stabilize(z.to(acc), stabilize)).to(x.dtype)
 
 
@@ -387,7 +374,7 @@ def performer_positive_features(
     _check_omega(omega, x)
     if not isinstance(is_query, bool):
         raise TypeError(f"is_query: expected a bool, got {type(is_query).__name__}")
-    acc = _acc_dtype(x.dtype)
+    acc = work_dtype(x.dtype)
     xa = x.to(acc)
     m = omega.shape[0]
     z = xa @ omega.to(acc).T - 0.5 * (xa * xa).sum(-1, keepdim=True)
@@ -405,7 +392,7 @@ def performer_trig_features(x: torch.Tensor, omega: torch.Tensor) -> torch.Tenso
     """
     check_tensor("x", x, floating=True)
     _check_omega(omega, x)
-    acc = _acc_dtype(x.dtype)
+    acc = work_dtype(x.dtype)
     xa = x.to(acc)
     m = omega.shape[0]
     proj = xa @ omega.to(acc).T
@@ -440,7 +427,7 @@ def _features(q, k, feature_map, rope_positions, rope_variant):
         fq_map = fk_map = None
     else:
         fq_map, fk_map = _split_maps(feature_map)
-    acc = _acc_dtype(q.dtype)
+    acc = work_dtype(q.dtype)
     fq = (q if fq_map is None else fq_map(q)).to(acc)
     fk = (k if fk_map is None else fk_map(k)).to(acc)
     if fq.shape[-1] != fk.shape[-1]:
@@ -547,7 +534,7 @@ def linear_attention(
     check_positive("eps", eps, strict=False)
     if chunk_size is None:
         chunk_size = 64
-    _check_int("chunk_size", chunk_size, minimum=1)
+    check_int("chunk_size", chunk_size, minimum=1)
     if causal and q.shape[-2] != k.shape[-2]:
         raise ValueError(
             f"k: causal linear attention needs n_k == n_q = {q.shape[-2]}, got n_k = {k.shape[-2]}"
@@ -621,7 +608,7 @@ def rank_collapse_residual(X: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"X: expected shape (..., n, d) with at least 2 dims, got {tuple(X.shape)}"
         )
-    acc = _acc_dtype(X.dtype)
+    acc = work_dtype(X.dtype)
     Xa = X.to(acc)
     resid = torch.linalg.matrix_norm(Xa - Xa.mean(-2, keepdim=True))
     total = torch.linalg.matrix_norm(Xa)

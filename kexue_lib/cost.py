@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kexue_lib._core import check_positive
+from kexue_lib._core import check_int, check_positive
 
 __all__ = [
     "NOMINAL_H200",
@@ -48,14 +48,6 @@ NOMINAL_H200 = MappingProxyType(
 )
 
 _UNITS = ("mul", "flop")
-
-
-def _check_int(name: str, x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"{name}: expected a positive int, got {type(x).__name__}")
-    if x <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {x}")
-    return x
 
 
 def _check_mult(name: str, x: Any) -> None:
@@ -91,7 +83,7 @@ def transformer_layer_cost(
     count. ``attention="linear", key_mult=value_mult=4`` is the post's accounting.
     """
     for name, val in (("n", n), ("h", h), ("d", d)):
-        _check_int(name, val)
+        check_int(name, val, minimum=1)
     for name, val in (("ffn_mult", ffn_mult), ("key_mult", key_mult), ("value_mult", value_mult)):
         _check_mult(name, val)
     if attention not in ("softmax", "linear"):
@@ -147,8 +139,8 @@ def cost_crossovers(h: int, d: int, *, key_mult: float = 4, ffn_mult: float = 4)
     - ``linear_layer_cheaper_widened = (key_mult - 1) h d + key_mult d``: whole layer, keys
       widened *and* paid for by wider Q/K projections, values at ``d``.
     """
-    _check_int("h", h)
-    _check_int("d", d)
+    check_int("h", h, minimum=1)
+    check_int("d", d, minimum=1)
     _check_mult("key_mult", key_mult)
     _check_mult("ffn_mult", ffn_mult)
     hd = h * d
@@ -198,11 +190,11 @@ def time_fn(
     """
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
-    _check_int("repeats", repeats)
+    check_int("repeats", repeats, minimum=1)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup: expected an int >= 0, got {warmup!r}")
     if threads is not None:
-        _check_int("threads", threads)
+        check_int("threads", threads, minimum=1)
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_positive, check_simplex, check_tensor
+from kexue_lib._core import check_positive, check_simplex, check_tensor, work_dtype
 
 __all__ = [
     "entropy",
@@ -28,15 +28,10 @@ __all__ = [
     "power_transform",
 ]
 
-_HALF = (torch.float16, torch.bfloat16)
 # bounds of the solved exponent: gamma in [1e-6, 1e6]
 _BETA_MIN = math.log(1e-6)
 _BETA_MAX = math.log(1e6)
 _MAX_STEP = 2.0  # largest Newton step in beta = log gamma (a factor e^2 in gamma)
-
-
-def _cdt(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
 
 
 def _check_floating(name: str, x) -> torch.Tensor:
@@ -57,7 +52,7 @@ def _check_distribution(name: str, p: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _log_probs(logits: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_softmax(logits), support mask)`` in the compute dtype; masked entries are ``-inf``."""
-    ell = torch.log_softmax(logits.to(_cdt(logits.dtype)), dim=dim)
+    ell = torch.log_softmax(logits.to(work_dtype(logits.dtype)), dim=dim)
     return ell, torch.isfinite(ell)
 
 
@@ -115,7 +110,7 @@ def entropy(p: torch.Tensor, *, dim: int = -1) -> torch.Tensor:
     :func:`entropy_from_logits`).
     """
     _check_distribution("p", p, dim)
-    x = p.to(_cdt(p.dtype))
+    x = p.to(work_dtype(p.dtype))
     return (-torch.special.xlogy(x, x).sum(dim)).to(p.dtype)
 
 
@@ -180,7 +175,7 @@ def entropy_newton_step(p: torch.Tensor, target, *, dim: int = -1):
     :func:`entropy_normalize` for a safe solver.
     """
     _check_distribution("p", p, dim)
-    x = p.to(_cdt(p.dtype))
+    x = p.to(work_dtype(p.dtype))
     t = torch.as_tensor(target, dtype=x.dtype, device=x.device)
     logp = torch.where(x > 0, torch.log(x), torch.zeros_like(x))  # 0 * log 0 -> 0 in the sums
     h = -(x * logp).sum(dim)
@@ -237,7 +232,7 @@ def entropy_normalize(
         _check_floating("p", p)
         if bool((p < 0).any()) or not bool(torch.isfinite(p).all()):
             raise ValueError("p: expected finite non-negative probabilities")
-        x = p.to(_cdt(p.dtype))
+        x = p.to(work_dtype(p.dtype))
         pos = x > 0
         src = torch.where(
             pos, torch.log(torch.where(pos, x, torch.ones_like(x))), torch.full_like(x, -math.inf)
@@ -247,7 +242,7 @@ def entropy_normalize(
         _check_floating("logits", logits)
         if bool(torch.isnan(logits).any()) or bool((logits == math.inf).any()):
             raise ValueError("logits: expected no NaN or +inf entries")
-        src, out_dtype = logits.to(_cdt(logits.dtype)), logits.dtype
+        src, out_dtype = logits.to(work_dtype(logits.dtype)), logits.dtype
     ell, mask = _log_probs(src, dim)
     d = dim % ell.dim()
     h_max = torch.log(mask.sum(d).to(ell.dtype))

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_positive, check_tensor, work_dtype
 
 __all__ = [
     "LAPLACE_COEF",
@@ -88,11 +88,6 @@ def cosine_matrix(
 # --------------------------------------------------------------------------- spheres
 
 
-def _float_dtype_for(dtype: torch.dtype) -> torch.dtype:
-    """Working precision: at least float32 (half types are computed in float32)."""
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
 def _check_real(name: str, x: Any, *, minimum: float, strict: bool = False) -> float:
     """A finite real number >= ``minimum`` (> when ``strict``) as float, else a named error."""
     if isinstance(x, torch.Tensor):
@@ -122,7 +117,7 @@ def log_sphere_area(n: Any) -> Any:
             raise ValueError(
                 "n: expected finite sphere dimensions >= 0, got a negative or non-finite entry"
             )
-        w = n.to(_float_dtype_for(n.dtype))
+        w = n.to(work_dtype(n.dtype))
         h = (w + 1) / 2
         out = math.log(2.0) + h * math.log(math.pi) - torch.lgamma(h)
         return out.to(n.dtype)
@@ -159,7 +154,7 @@ def sample_sphere(
         raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    work = _float_dtype_for(dtype)
+    work = work_dtype(dtype)
     g = torch.randn(*shape, d, dtype=work, device=device, generator=generator)
     # a Gaussian vector is exactly 0 with probability 0; clamp anyway so nothing divides by 0
     x = g * (float(radius) / g.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(work).tiny))
@@ -183,7 +178,7 @@ def project_to_sphere(x: torch.Tensor, radius: float | torch.Tensor = 1.0) -> to
             )
     else:
         check_positive("radius", radius)
-    work = _float_dtype_for(x.dtype)
+    work = work_dtype(x.dtype)
     w = x.to(work)
     nrm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
     out = w * (radius / nrm.clamp_min(torch.finfo(work).tiny))
@@ -202,7 +197,7 @@ def angle_log_density(theta: Any, d: float) -> Any:
     log_c = math.lgamma(dd / 2) - math.lgamma((dd - 1) / 2) - 0.5 * math.log(math.pi)
     if isinstance(theta, torch.Tensor):
         check_tensor("theta", theta, floating=True)
-        t = theta.to(_float_dtype_for(theta.dtype))
+        t = theta.to(work_dtype(theta.dtype))
         inside = (t >= 0) & (t <= math.pi)
         s = torch.sin(t.clamp(0.0, math.pi)).clamp_min(0.0)
         out = log_c + torch.special.xlogy(

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_simplex, check_tensor
+from kexue_lib._core import check_simplex, check_tensor, work_dtype
 
 __all__ = [
     "concrete_log_prob",
@@ -21,12 +21,6 @@ __all__ = [
     "gumbel_softmax",
     "sample_gumbel",
 ]
-
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _HALF else dtype
 
 
 def _check_tau(tau, like: torch.Tensor) -> torch.Tensor:
@@ -99,7 +93,7 @@ def sample_gumbel(
         raise ValueError(f"shape: expected non-negative ints, got {shape!r}")
     if device is None and generator is not None:
         device = generator.device
-    cdt = _compute_dtype(dtype)
+    cdt = work_dtype(dtype)
     fi = torch.finfo(cdt)
     u = torch.rand(shape, dtype=cdt, device=device, generator=generator)
     u = u.clamp_(min=fi.tiny, max=1.0 - fi.eps / 2)
@@ -120,7 +114,7 @@ def gumbel_max_sample(
     ``-inf`` logits are never chosen.
     """
     _check_logits(logits)
-    cdt = _compute_dtype(logits.dtype)
+    cdt = work_dtype(logits.dtype)
     g = _noise_for(logits, noise, generator, cdt)
     return (logits.detach().to(cdt) + g).argmax(dim=dim)
 
@@ -147,7 +141,7 @@ def gumbel_softmax(
     (biased). Half inputs are computed in float32 and cast back.
     """
     _check_logits(logits)
-    cdt = _compute_dtype(logits.dtype)
+    cdt = work_dtype(logits.dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
     _check_tau_shape(t, tuple(logits.shape), "logits")
     g = _noise_for(logits, noise, generator, cdt)
@@ -186,7 +180,7 @@ def concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau) -> torch.Tenso
                 "(an underflowed sample at small tau?): the density is not defined there"
             )
     out_dtype = torch.promote_types(y.dtype, logits.dtype)
-    cdt = _compute_dtype(out_dtype)
+    cdt = work_dtype(out_dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
     try:
         batch = tuple(torch.broadcast_shapes(y.shape[:-1], logits.shape[:-1]))

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_dim_even, check_positive, check_tensor
+from kexue_lib._core import check_choice, check_dim_even, check_positive, check_tensor
 
 __all__ = [
     "clip_relative",
@@ -65,19 +65,13 @@ def _check_base(base) -> float:
     return b
 
 
-def _check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-    return value
-
-
 def _layout_perm(d: int, layout: str, order: str) -> torch.Tensor:
     """Index map ``perm`` with ``table[..., c] = std[..., perm[c]]``.
 
     ``std`` is the interleaved (sin, cos) layout: slot ``2i`` = sin, ``2i + 1`` = cos.
     """
-    _check_choice("layout", layout, _LAYOUTS)
-    _check_choice("order", order, _ORDERS)
+    check_choice("layout", layout, _LAYOUTS)
+    check_choice("order", order, _ORDERS)
     h = d // 2
     i = torch.arange(h)
     first, second = (2 * i, 2 * i + 1) if order == "sin_cos" else (2 * i + 1, 2 * i)
@@ -171,7 +165,7 @@ def oscillatory_integral(
     ``I(0) = 1``. Returned as complex128 on ``x``'s device (complex64 when ``x`` is float32
     or lower).
     """
-    _check_choice("schedule", schedule, _SCHEDULES)
+    check_choice("schedule", schedule, _SCHEDULES)
     if isinstance(x, bool):
         raise TypeError("x: expected a number or a tensor, got bool")
     if not isinstance(x, torch.Tensor):

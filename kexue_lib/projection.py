@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_positive, check_probability, check_tensor
+from kexue_lib._core import check_int, check_positive, check_probability, check_tensor, work_dtype
 from kexue_lib.geometry import condensed_sq_dists
 
 __all__ = [
@@ -33,8 +33,6 @@ __all__ = [
     "rademacher_projection",
     "sparse_projection",
 ]
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -53,23 +51,12 @@ def _target(dtype, device) -> tuple[torch.dtype, torch.device]:
     return dtype, device
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Sample in fp32 when the caller wants fp16/bf16, then cast (no precision lost in randn)."""
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
 def _draw(kind: str, shape, generator, dtype, device) -> torch.Tensor:
     """``randn``/``rand`` on the generator's device, then moved to ``device``/``dtype``."""
     src = generator.device if generator is not None else device
     fn = torch.randn if kind == "randn" else torch.rand
-    x = fn(shape, generator=generator, dtype=_work_dtype(dtype), device=src)
+    x = fn(shape, generator=generator, dtype=work_dtype(dtype), device=src)
     return x.to(device)
-
-
-def _check_int(name: str, x) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
-    return x
 
 
 def _check_eps(eps) -> float:
@@ -215,8 +202,7 @@ def _check_pair(X, Y) -> None:
 
 
 def _out_dtype(*ts: torch.Tensor) -> torch.dtype:
-    dt = torch.promote_types(ts[0].dtype, ts[1].dtype)
-    return torch.float32 if dt in _LOW_PRECISION else dt
+    return work_dtype(torch.promote_types(ts[0].dtype, ts[1].dtype))
 
 
 def _sq_dists64(x: torch.Tensor, *, rel_tol: float = 1e-6) -> torch.Tensor:
@@ -309,9 +295,7 @@ def jl_min_dim(N: int, eps: float, *, rule: str = "chernoff24") -> int:
     ``"dasgupta_gupta"``: ``int(4 ln N / (eps^2/2 - eps^3/3))`` exactly as sklearn's
     ``johnson_lindenstrauss_min_dim`` (truncated, a different bound).
     """
-    _check_int("N", N)
-    if N < 2:
-        raise ValueError(f"N: expected at least 2 points, got {N}")
+    check_int("N", N, minimum=2)
     eps = _check_eps(eps)
     if rule == "chernoff24":
         return math.floor(24.0 * math.log(N) / eps**2) + 1
@@ -368,9 +352,7 @@ def jl_union_bound(N: int, d_out: int, eps: float) -> float:
 
     ``= C(N, 2) * 2 exp(-n eps^2 / 8)``; may exceed 1 (then it is vacuous).
     """
-    _check_int("N", N)
-    if N < 2:
-        raise ValueError(f"N: expected at least 2 points, got {N}")
+    check_int("N", N, minimum=2)
     check_positive("d_out", d_out, integer=True)
     eps = _check_eps(eps)
     return N * (N - 1) * math.exp(-d_out * eps**2 / 8.0)
@@ -385,9 +367,7 @@ def jl_eps_for_union(N: int, d_out: int, target: float = 0.5) -> float:
     """
     from scipy.optimize import brentq
 
-    _check_int("N", N)
-    if N < 2:
-        raise ValueError(f"N: expected at least 2 points, got {N}")
+    check_int("N", N, minimum=2)
     check_positive("d_out", d_out, integer=True)
     check_positive("target", target)
     pairs = N * (N - 1) / 2

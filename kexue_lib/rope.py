@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from kexue_lib._core import check_dim_even, check_positive, check_tensor
+from kexue_lib._core import check_dim_even, check_positive, check_tensor, work_dtype
 from kexue_lib.position_encoding import sinusoidal_frequencies
 
 __all__ = [
@@ -53,11 +53,6 @@ def _check_base(base) -> float:
     if float(base) <= 1:
         raise ValueError(f"base: expected a number > 1, got {base!r}")
     return float(base)
-
-
-def _angle_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 angles for float64 outputs, float32 otherwise (never half precision)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _expand_pairs(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -94,7 +89,7 @@ def rope_cos_sin(
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
     device = torch.device(device) if device is not None else positions.device
-    adt = _angle_dtype(dtype)
+    adt = work_dtype(dtype)
     if freqs is None:
         theta = sinusoidal_frequencies(d, _check_base(base), dtype=adt, device=device)
     else:

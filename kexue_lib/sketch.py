@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_positive, check_tensor, work_dtype
 
 __all__ = [
     "decode_cosine",
@@ -24,8 +24,6 @@ __all__ = [
     "simhash",
 ]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def _check_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
     check_tensor(name, x, floating=True)
@@ -34,11 +32,6 @@ def _check_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
     if x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite entries, got NaN or inf")
     return x
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half types (QR/SVD/matmul accuracy), otherwise the dtype itself."""
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def _randn(shape: tuple[int, ...], *, dtype, device, generator) -> torch.Tensor:
@@ -67,7 +60,7 @@ def simhash(
     """
     _check_matrix("X", X)
     check_positive("n_bits", n_bits, integer=True)
-    work = _work_dtype(X.dtype)
+    work = work_dtype(X.dtype)
     A = _randn((n_bits, X.shape[1]), dtype=work, device=X.device, generator=generator)
     codes = (X.to(work) @ A.T) > 0
     if return_projection:
@@ -217,7 +210,7 @@ def decode_cosine(s: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"s: expected sign-code cosines in [-1, 1], got max |s| = {s.abs().max().item():g}"
         )
-    work = _work_dtype(s.dtype)
+    work = work_dtype(s.dtype)
     return torch.sin((math.pi / 2) * s.to(work).clamp(-1, 1)).to(s.dtype)
 
 
@@ -250,7 +243,7 @@ def randomized_svd(
             f"k: expected at most min(m, n) = {min(m, n)} for M of shape {(m, n)}, got {k}"
         )
     ell = min(k + oversample, m, n)
-    work = _work_dtype(M.dtype)
+    work = work_dtype(M.dtype)
     A = M.to(work)
     omega = _randn((n, ell), dtype=work, device=M.device, generator=generator)
     Q = torch.linalg.qr(A @ omega).Q
@@ -277,7 +270,7 @@ def pca_project(X: torch.Tensor, k: int, *, center: bool = True) -> torch.Tensor
         raise ValueError(
             f"k: expected at most min(N, m) = {min(N, m)} for X of shape {(N, m)}, got {k}"
         )
-    work = _work_dtype(X.dtype)
+    work = work_dtype(X.dtype)
     Xc = X.to(work)
     if center:
         Xc = Xc - Xc.mean(0, keepdim=True)

@@ -27,9 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kexue_lib._core import check_choice as _check_choice
-from kexue_lib._core import check_int as _check_int
-from kexue_lib._core import check_tensor
+from kexue_lib._core import check_choice, check_int, check_tensor
 
 __all__ = [
     "DilatedConvMixer",
@@ -83,8 +81,8 @@ class SynthesizerRandom(nn.Module):
 
     def __init__(self, max_len: int, d: int, *, trainable: bool = True, softmax: bool = True):
         super().__init__()
-        self.max_len = _check_int("max_len", max_len)
-        self.d = _check_int("d", d)
+        self.max_len = check_int("max_len", max_len)
+        self.d = check_int("d", d)
         self.softmax = bool(softmax)
         scale = 1.0 if softmax else 1.0 / math.sqrt(max_len)
         self.R = nn.Parameter(torch.randn(max_len, max_len) * scale, requires_grad=trainable)
@@ -106,9 +104,9 @@ class SynthesizerDense(nn.Module):
 
     def __init__(self, d: int, max_len: int, hidden: int = 32):
         super().__init__()
-        self.d = _check_int("d", d)
-        self.max_len = _check_int("max_len", max_len)
-        _check_int("hidden", hidden)
+        self.d = check_int("d", d)
+        self.max_len = check_int("max_len", max_len)
+        check_int("hidden", hidden)
         self.f1 = nn.Linear(d, hidden)
         self.f2 = nn.Linear(hidden, max_len)
         self.value = nn.Linear(d, d)
@@ -132,7 +130,7 @@ class LinearTokenMixing(nn.Module):
 
     def __init__(self, max_len: int):
         super().__init__()
-        self.max_len = _check_int("max_len", max_len)
+        self.max_len = check_int("max_len", max_len)
         self.mix = nn.Linear(max_len, max_len)
 
     def mixing_matrix(self) -> torch.Tensor:
@@ -151,9 +149,9 @@ class MixerTokenMLP(nn.Module):
 
     def __init__(self, max_len: int, d_token_hidden: int, *, act: str = "gelu"):
         super().__init__()
-        self.max_len = _check_int("max_len", max_len)
-        _check_int("d_token_hidden", d_token_hidden)
-        _check_choice("act", act, _ACTS)
+        self.max_len = check_int("max_len", max_len)
+        check_int("d_token_hidden", d_token_hidden)
+        check_choice("act", act, _ACTS)
         self.fc1 = nn.Linear(max_len, d_token_hidden)
         self.act = _ACTS[act]()
         self.fc2 = nn.Linear(d_token_hidden, max_len)
@@ -170,8 +168,8 @@ class MixerBlock(nn.Module):
 
     def __init__(self, max_len: int, d: int, d_token_hidden: int, d_channel_hidden: int):
         super().__init__()
-        self.d = _check_int("d", d)
-        _check_int("d_channel_hidden", d_channel_hidden)
+        self.d = check_int("d", d)
+        check_int("d_channel_hidden", d_channel_hidden)
         self.max_len = max_len
         self.norm1 = nn.LayerNorm(d)
         self.token_mlp = MixerTokenMLP(max_len, d_token_hidden)
@@ -200,9 +198,9 @@ class ExternalAttention(nn.Module):
 
     def __init__(self, d: int, *, S: int = 64, norm: str = "double"):
         super().__init__()
-        self.d = _check_int("d", d)
-        self.S = _check_int("S", S)
-        _check_choice("norm", norm, ("double", "row"))
+        self.d = check_int("d", d)
+        self.S = check_int("S", S)
+        check_choice("norm", norm, ("double", "row"))
         self.norm = norm
         self.mk = nn.Linear(d, S, bias=False)  # weight = M_k: (S, d)
         self.mv = nn.Linear(S, d, bias=False)  # weight = M_v^T: (d, S)
@@ -231,7 +229,7 @@ def dft_matrix(n: int, *, dtype: torch.dtype = torch.complex128, device=None) ->
     The product ``j k`` is reduced mod n in integers before the phase is formed (in float64), so
     a complex64 matrix keeps full accuracy even for n in the thousands.
     """
-    _check_int("n", n)
+    check_int("n", n)
     if not dtype.is_complex:
         raise TypeError(f"dtype: expected a complex dtype, got {dtype}")
     j = torch.arange(n, dtype=torch.int64, device=device)
@@ -245,7 +243,7 @@ def fnet_as_attention(n: int, *, dtype: torch.dtype = torch.complex128, device=N
     with ``Q = K = (0, 1, ..., n-1)^T: (n, 1)`` and no normalisation. Returns ``A: (n, n)`` complex
     (equal to ``dft_matrix(n)``); the logits ``Q K^T`` are reduced mod n first (exactly, in int64).
     """
-    _check_int("n", n)
+    check_int("n", n)
     q = torch.arange(n, dtype=torch.int64, device=device)[:, None]
     logits = (q @ q.T) % n  # B = Q K^T, reduced mod n (exp(-2 pi i B / n) has period n)
     phase = -2.0 * math.pi * logits.to(torch.float64) / n
@@ -262,7 +260,7 @@ class FNetMixing(nn.Module):
 
     def __init__(self, *, impl: str = "fft"):
         super().__init__()
-        _check_choice("impl", impl, ("fft", "dft"))
+        check_choice("impl", impl, ("fft", "dft"))
         self.impl = impl
 
     def extra_repr(self) -> str:
@@ -292,9 +290,9 @@ class TinyAttention(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, d_attn: int = 64, *, causal: bool = False):
         super().__init__()
-        _check_int("d_in", d_in)
-        _check_int("d_out", d_out)
-        _check_int("d_attn", d_attn)
+        check_int("d_in", d_in)
+        check_int("d_out", d_out)
+        check_int("d_attn", d_attn)
         self.qkv = nn.Linear(d_in, 3 * d_attn)
         self.out = nn.Linear(d_attn, d_out)
         self.causal = causal
@@ -323,10 +321,10 @@ class SpatialGatingUnit(nn.Module):
         causal: bool = False,
     ):
         super().__init__()
-        _check_int("d_ffn", d_ffn, minimum=2)
+        check_int("d_ffn", d_ffn, minimum=2)
         if d_ffn % 2:
             raise ValueError(f"d_ffn: expected an even width (it is split in halves), got {d_ffn}")
-        self.max_len = _check_int("max_len", max_len)
+        self.max_len = check_int("max_len", max_len)
         if not (isinstance(init_eps, (int, float)) and init_eps >= 0):
             raise ValueError(f"init_eps: expected a number >= 0, got {init_eps!r}")
         self.d_ffn = d_ffn
@@ -370,7 +368,7 @@ class GMLPBlock(nn.Module):
         causal: bool = False,
     ):
         super().__init__()
-        self.d = _check_int("d", d)
+        self.d = check_int("d", d)
         self.max_len = max_len
         self.norm = nn.LayerNorm(d)
         self.proj_in = nn.Linear(d, d_ffn)
@@ -391,9 +389,9 @@ def dilated_receptive_field(kernel: int, layers: int, *, dilation_base: int = 2)
     """Tokens seen by one output of ``layers`` stacked convolutions with dilations
     ``1, b, b^2, ...``: ``1 + (kernel - 1) * (b^L - 1) / (b - 1)`` (``1 + (k-1)(2^L - 1)`` for b=2).
     """
-    _check_int("kernel", kernel)
-    _check_int("layers", layers)
-    _check_int("dilation_base", dilation_base)
+    check_int("kernel", kernel)
+    check_int("layers", layers)
+    check_int("dilation_base", dilation_base)
     return 1 + (kernel - 1) * sum(dilation_base**i for i in range(layers))
 
 
@@ -416,10 +414,10 @@ class DilatedConvMixer(nn.Module):
         causal: bool = False,
     ):
         super().__init__()
-        self.d = _check_int("d", d)
-        _check_int("kernel", kernel)
-        _check_int("layers", layers)
-        _check_int("dilation_base", dilation_base)
+        self.d = check_int("d", d)
+        check_int("kernel", kernel)
+        check_int("layers", layers)
+        check_int("dilation_base", dilation_base)
         if not causal and kernel % 2 == 0:
             raise ValueError(f"kernel: a centred convolution needs an odd kernel, got {kernel}")
         self.kernel, self.causal = kernel, causal

@@ -20,9 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from kexue_lib._core import check_choice as _check_choice
-from kexue_lib._core import check_int as _check_int
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_choice, check_int, check_positive, check_tensor
 from kexue_lib.attention import elu_plus_one, softmax_attention
 
 __all__ = [
@@ -48,8 +46,8 @@ def causal_bool_mask(n_q: int, n_k: int | None = None, *, device=None) -> torch.
 
     With ``n_k == n_q`` this is ``j <= i``. (kexue_lib.attention.causal_mask is the square case.)
     """
-    _check_int("n_q", n_q)
-    n_k = n_q if n_k is None else _check_int("n_k", n_k)
+    check_int("n_q", n_q)
+    n_k = n_q if n_k is None else check_int("n_k", n_k)
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)
 
 
@@ -64,7 +62,7 @@ def sinusoidal_table(
     """
     from kexue_lib.position_encoding import sinusoidal_frequencies
 
-    _check_int("n", n)
+    check_int("n", n)
     theta = sinusoidal_frequencies(d, base, dtype=torch.float64, device=device)
     ang = torch.arange(n, dtype=torch.float64, device=device)[:, None] * theta[None, :]
     table = torch.stack([ang.sin(), ang.cos()], dim=-1).reshape(n, d)
@@ -141,11 +139,11 @@ class MultiHeadAttention(nn.Module):
         impl: str = "sdpa",
     ):
         super().__init__()
-        _check_int("d", d)
-        _check_int("heads", heads)
-        _check_int("key_mult", key_mult)
-        _check_choice("attention", attention, _ATTENTIONS)
-        _check_choice("impl", impl, _IMPLS)
+        check_int("d", d)
+        check_int("heads", heads)
+        check_int("key_mult", key_mult)
+        check_choice("attention", attention, _ATTENTIONS)
+        check_choice("impl", impl, _IMPLS)
         if d % heads:
             raise ValueError(f"heads: expected a divisor of d={d}, got {heads}")
         if feature_map is not None and attention != "linear":
@@ -263,9 +261,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, d: int, *, mult: int = 4, act: str = "gelu"):
         super().__init__()
-        _check_int("d", d)
-        _check_int("mult", mult)
-        _check_choice("act", act, _ACTS)
+        check_int("d", d)
+        check_int("mult", mult)
+        check_choice("act", act, _ACTS)
         self.fc1 = nn.Linear(d, mult * d)
         self.act = _ACTS[act]()
         self.fc2 = nn.Linear(mult * d, d)
@@ -305,8 +303,8 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        _check_int("d", d)
-        _check_int("heads", heads)
+        check_int("d", d)
+        check_int("heads", heads)
         check_positive("ln_eps", ln_eps)
         check_positive("dropout", dropout, strict=False)
         if dropout >= 1:
@@ -389,13 +387,13 @@ class TinyTransformer(nn.Module):
         rope_base: float = 1e4,
     ):
         super().__init__()
-        _check_int("vocab", vocab)
-        _check_int("d", d)
-        _check_int("layers", layers)
-        _check_int("max_len", max_len)
-        _check_int("segments", segments, minimum=0)
-        _check_choice("pos", pos, _POS)
-        _check_choice("head", head, _HEADS)
+        check_int("vocab", vocab)
+        check_int("d", d)
+        check_int("layers", layers)
+        check_int("max_len", max_len)
+        check_int("segments", segments, minimum=0)
+        check_choice("pos", pos, _POS)
+        check_choice("head", head, _HEADS)
         if pos == "sinusoidal" and d % 2:
             raise ValueError(f"d: pos='sinusoidal' needs an even d, got {d}")
         if token_mixer is not None and not callable(token_mixer):

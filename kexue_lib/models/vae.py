@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kexue_lib._core import check_int as _check_int
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_int, check_positive, check_tensor
 from kexue_lib.attention import uniae_mask, with_key_padding
 from kexue_lib.geometry import sample_sphere
 from kexue_lib.models.transformer import TinyTransformer
@@ -84,22 +83,22 @@ class UniVAE(nn.Module):
         n_grid: int = 2**14,
     ):
         super().__init__()
-        _check_int("vocab", vocab, minimum=4)
-        _check_int("layers", layers, minimum=2)
-        _check_int("latent_layers", latent_layers)
+        check_int("vocab", vocab, minimum=4)
+        check_int("layers", layers, minimum=2)
+        check_int("latent_layers", latent_layers)
         if latent_layers > layers - 1:
             raise ValueError(
                 f"latent_layers: expected at most layers - 1 = {layers - 1} (the CLS state "
                 f"entering block 0 is a constant embedding and carries no code), got {latent_layers}"
             )
-        _check_int("z_dim", z_dim, minimum=2)
-        _check_int("max_len", max_len, minimum=2)
+        check_int("z_dim", z_dim, minimum=2)
+        check_int("max_len", max_len, minimum=2)
         check_positive("kappa", kappa, strict=False)
         if pos not in _POS:
             raise ValueError(f"pos: expected one of {list(_POS)}, got {pos!r}")
         ids = {"pad_id": pad_id, "cls_id": cls_id, "sep_id": sep_id}
         for name, v in ids.items():
-            _check_int(name, v, minimum=0)
+            check_int(name, v, minimum=0)
             if v >= vocab:
                 raise ValueError(f"{name}: expected an id < vocab = {vocab}, got {v}")
         if len(set(ids.values())) != 3:
@@ -282,7 +281,7 @@ class UniVAE(nn.Module):
         self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float32
     ) -> torch.Tensor:
         """Codes from the prior, ``(n, latent_layers * z_dim)``: each chunk uniform on its sphere."""
-        _check_int("n", n)
+        check_int("n", n)
         dev = self.net.tok_emb.weight.device
         z = sample_sphere((n, self.latent_layers), self.z_dim, dtype=dtype, device=dev,
                           generator=generator)  # fmt: skip
@@ -303,7 +302,7 @@ class UniVAE(nn.Module):
         Starts from ``[CLS]`` and appends argmax (``greedy``) or sampled tokens until every row
         has emitted ``[SEP]`` or ``max_len`` is reached; rows that finished are padded.
         """
-        max_len = self.max_len if max_len is None else _check_int("max_len", max_len, minimum=2)
+        max_len = self.max_len if max_len is None else check_int("max_len", max_len, minimum=2)
         max_len = min(max_len, self.max_len)
         check_positive("temperature", temperature)
         check_tensor("z", z, floating=True)

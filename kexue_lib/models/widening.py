@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from kexue_lib._core import check_positive, check_tensor, seeded
+from kexue_lib._core import check_choice, check_positive, check_tensor, seeded
 from kexue_lib.models.transformer import (
     FeedForward,
     MultiHeadAttention,
@@ -85,11 +85,6 @@ def _check_group(name: str, group, width: int) -> int:
     return group
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-
-
 def repeat_features(x: torch.Tensor, k: int, *, group: int = 1) -> torch.Tensor:
     """Interleaved repetition ``R_k``: ``x: (..., d) -> (..., k d)``.
 
@@ -128,7 +123,7 @@ def unrepeat_features(y: torch.Tensor, k: int, *, group: int = 1) -> torch.Tenso
 
 def widening_scales(role: str, k: int) -> tuple[float, float]:
     """``(in_scale, out_scale)`` of a role in :data:`WIDENING_RULES` for factor ``k``."""
-    _check_choice("role", role, WIDENING_RULES)
+    check_choice("role", role, WIDENING_RULES)
     k = _check_k(k)
     a, c = WIDENING_RULES[role]
     return float(k) ** a, float(k) ** c
@@ -170,7 +165,7 @@ def widen_linear(
     k = _check_k(k)
     check_positive("in_scale", in_scale)
     check_positive("out_scale", out_scale)
-    _check_choice("sides", sides, ("both", "in", "out"))
+    check_choice("sides", sides, ("both", "in", "out"))
     if b is not None:
         check_tensor("b", b, floating=True)
         if b.shape != (W.shape[0],):
@@ -352,9 +347,9 @@ def _widen(
 ) -> TinyTransformer:
     cfg = _model_config(model)
     k = _check_k(k)
-    _check_choice("layout", layout, _LAYOUTS)
-    _check_choice("ffn_out_bias", ffn_out_bias, _FFN_OUT_BIAS)
-    _check_choice("rope_ladder", rope_ladder, _ROPE_LADDERS)
+    check_choice("layout", layout, _LAYOUTS)
+    check_choice("ffn_out_bias", ffn_out_bias, _FFN_OUT_BIAS)
+    check_choice("rope_ladder", rope_ladder, _ROPE_LADDERS)
     for name, v in (
         ("activation_aware", activation_aware),
         ("qk_temperature", qk_temperature),
