@@ -1,21 +1,50 @@
-"""pytest plugin: fail any nbmake notebook whose execution wall time exceeds the chapter budget.
+"""pytest plugin: judge every nbmake notebook against a budget relative to this machine.
 
-Loaded with ``-p tests.nb_budget``. The budget (default 20 s, kernel start included, as nbmake
-measures it) comes from ``KEXUE_CHAPTER_BUDGET_S``. Prints every notebook's time at the end.
+Loaded with ``-p tests.nb_budget``. Before the first notebook runs, the calibration notebook
+(tests/calibration/) is executed twice in a fresh kernel; a chapter's budget is the reference
+budget scaled by that calibration (tests/budgets.py). When a chapter goes over, the calibration
+is taken once more and the chapter judged against the slower of the two, so a machine that got
+busier during the run does not fail a chapter; a chapter that is slow relative to the machine
+still does.
+
+``KEXUE_BUDGET=report`` only reports (the reader's book build); the default, ``enforce``, fails
+an over-budget notebook. ``KEXUE_TIMINGS_JSON=path`` writes the calibration and every chapter's
+time and budget share there (the execution-statistics page is made from it).
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import pathlib
 
 import pytest
 
-BUDGET_S = float(os.environ.get("KEXUE_CHAPTER_BUDGET_S", "20"))
-_times: dict[str, float] = {}
+from tests import budgets
+
+_state: dict = {"calibrations": [], "times": {}}
 
 
 def _is_notebook(item) -> bool:
     return str(getattr(item, "path", "")).endswith(".ipynb")
+
+
+def _enforce() -> bool:
+    mode = os.environ.get("KEXUE_BUDGET", "enforce")
+    if mode not in ("enforce", "report"):
+        raise pytest.UsageError(f"KEXUE_BUDGET: expected 'enforce' or 'report', got {mode!r}")
+    return mode == "enforce"
+
+
+def _budget() -> float:
+    return budgets.chapter_budget_s(max(_state["calibrations"]))
+
+
+def pytest_collection_finish(session):
+    if any(_is_notebook(i) for i in session.items) and not _state["calibrations"]:
+        _enforce()  # fail early on a bad KEXUE_BUDGET
+        _state["calibrations"].append(budgets.calibrate_chapters())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -25,18 +54,50 @@ def pytest_runtest_makereport(item, call):
     if call.when != "call" or not _is_notebook(item):
         return
     name = item.path.name
-    _times[name] = call.duration
-    if report.passed and call.duration > BUDGET_S:
+    _state["times"][str(item.path)] = call.duration
+    if call.duration > _budget() and len(_state["calibrations"]) == 1:
+        _state["calibrations"].append(budgets.run_calibration_notebook())  # busier now?
+    budget = _budget()
+    if report.passed and call.duration > budget and _enforce():
         report.outcome = "failed"
         report.longrepr = (
-            f"{name} executed in {call.duration:.1f} s, over the chapter budget "
-            f"of {BUDGET_S:.0f} s (kernel start included)"
+            f"{name} executed in {call.duration:.1f} s, {call.duration / budget:.0%} of its "
+            f"budget of {budget:.1f} s on this machine ({budgets.CHAPTER_BUDGET_REF_S:.0f} s on "
+            f"the reference machine, scaled by the calibration {max(_state['calibrations']):.2f} s "
+            f"vs {budgets.CHAPTER_CALIBRATION_REF_S:.2f} s there; kernel start included)"
         )
 
 
+def _summary() -> dict:
+    cal = max(_state["calibrations"])
+    budget = _budget()
+    return {
+        "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": budgets.machine_description(),
+        "calibration_s": cal,
+        "calibrations_s": _state["calibrations"],
+        "calibration_ref_s": budgets.CHAPTER_CALIBRATION_REF_S,
+        "budget_ref_s": budgets.CHAPTER_BUDGET_REF_S,
+        "budget_s": budget,
+        "chapters": budgets.judge(_state["times"], budget),
+    }
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not _times:
+    if not _state["times"]:
         return
-    terminalreporter.section(f"chapter wall times (budget {BUDGET_S:.0f} s)")
-    for name, t in sorted(_times.items(), key=lambda kv: -kv[1]):
-        terminalreporter.write_line(f"{t:6.1f} s  {name}")
+    s = _summary()
+    terminalreporter.section("chapter wall times (budget relative to this machine)")
+    terminalreporter.write_line(
+        f"calibration {s['calibration_s']:.2f} s here vs {s['calibration_ref_s']:.2f} s on the "
+        f"reference machine: budget {s['budget_s']:.1f} s here "
+        f"({s['budget_ref_s']:.0f} s there)  [{s['machine']}]"
+    )
+    for path, v in sorted(s["chapters"].items(), key=lambda kv: -kv[1]["wall_s"]):
+        flag = "" if v["ok"] else "  OVER BUDGET"
+        terminalreporter.write_line(
+            f"{v['wall_s']:6.1f} s  {v['share']:5.0%} of budget  {pathlib.Path(path).name}{flag}"
+        )
+    out = os.environ.get("KEXUE_TIMINGS_JSON")
+    if out:
+        pathlib.Path(out).write_text(json.dumps(s, indent=1) + "\n")
