@@ -3,6 +3,7 @@
 # Sourced by book/build.sh and tests/run.sh; safe to run again (a stamp skips work already done).
 #   KEXUE_VENV=path   use another environment folder
 #   KEXUE_TORCH=cpu|cuda   force the torch build (default: cuda when nvidia-smi answers, else cpu)
+#   KEXUE_UNLOCKED=1       ignore requirements.lock (tests/relock.sh uses it to refresh the pins)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${KEXUE_VENV:-$root/.venv}"
@@ -17,7 +18,9 @@ PY
 source "$venv/bin/activate"
 
 stamp="$venv/.kexue-stamp"
-want="$(cat "$root/requirements.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
+lock=()
+[ -n "${KEXUE_UNLOCKED:-}" ] || lock=(-c "$root/requirements.lock")
+want="$(cat "$root/requirements.txt" "$root/pyproject.toml" "$root/requirements.lock" | sha256sum | cut -c1-16)-$extras-${KEXUE_UNLOCKED:-locked}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   torch_kind="${KEXUE_TORCH:-}"
   if [ -z "$torch_kind" ]; then
@@ -35,7 +38,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         || pip install -q "$torch_pin" --index-url https://download.pytorch.org/whl/cpu
     fi
   fi
-  pip install -q -r "$root/requirements.txt" -e "$root[$extras]"
+  # exact versions from requirements.lock: what CI tested is what a fresh clone gets
+  pip install -q "${lock[@]}" -r "$root/requirements.txt" -e "$root[$extras]"
   echo "$want" >"$stamp"
 fi
 python -c "import torch, kexue_lib; print(f'kexue: torch {torch.__version__}, device {kexue_lib.default_device()}')"
