@@ -23,11 +23,12 @@ def pytest_addoption(parser):
 # --------------------------------------------------------------------------- widget redraws
 
 _redraws: dict[str, tuple[float, float, float]] = {}
-_redraw_calibration: list[float] = []
+_redraw_calibration: list[tuple[float, float]] = []
 
 
-def redraw_calibration_s() -> float:
-    """This machine's redraw calibration (tests/budgets.py), measured once per test run."""
+def redraw_calibration_s() -> tuple[float, float]:
+    """This machine's redraw calibration, (wall, CPU) seconds (tests/budgets.py), measured once
+    per test run."""
     if not _redraw_calibration:
         from tests import budgets
 
@@ -40,15 +41,16 @@ def assert_redraws_within_budget(explorer, settings, *, name: str) -> None:
 
     The budget is 100 ms on the reference machine, scaled by a redraw calibration taken in the
     same run (tests/budgets.py). Takes the best of the given control settings after one warm-up
-    redraw. A redraw passes when its wall time or its CPU time is within budget: on a shared
-    machine other processes inflate the wall time while this process's CPU time does not.
-    All times are listed at the end of the test run.
+    redraw. Wall time is judged against the wall calibration and CPU time against the CPU
+    calibration; a redraw passes when either fits (beside a busy process the wall clock of
+    both slows down, the CPU clock stays honest). All times are listed at the end of the run.
     """
     import time
 
     from tests import budgets
 
-    budget = budgets.redraw_budget_s(redraw_calibration_s())
+    cal_wall, cal_cpu = redraw_calibration_s()
+    budget_wall, budget_cpu = budgets.redraw_budget_s(cal_wall), budgets.redraw_budget_s(cal_cpu)
     explorer.render_seconds(**settings[0])  # warm fonts, text and data caches
     walls, cpus = [], []
     for values in settings:
@@ -56,10 +58,12 @@ def assert_redraws_within_budget(explorer, settings, *, name: str) -> None:
         walls.append(explorer.render_seconds(**values))
         cpus.append(time.process_time() - c0)
     wall, cpu = min(walls), min(cpus)
-    _redraws[name] = (wall, cpu, budget)
-    assert wall <= budget or cpu <= budget, (
+    share = min(wall / budget_wall, cpu / budget_cpu)
+    _redraws[name] = (wall, cpu, share)
+    assert share <= 1, (
         f"{name}: best redraw {wall * 1e3:.0f} ms wall, {cpu * 1e3:.0f} ms CPU; budget "
-        f"{budget * 1e3:.0f} ms on this machine (100 ms on the reference machine)"
+        f"{budget_wall * 1e3:.0f} ms wall or {budget_cpu * 1e3:.0f} ms CPU on this machine "
+        f"(100 ms on the reference machine)"
     )
 
 
@@ -67,16 +71,17 @@ def pytest_terminal_summary(terminalreporter):
     if _redraws:
         from tests import budgets
 
-        cal = redraw_calibration_s()
+        cal_wall, cal_cpu = redraw_calibration_s()
         terminalreporter.section(
             "widget redraw times (best of several; budget relative to this machine)"
         )
         terminalreporter.write_line(
-            f"redraw calibration {cal * 1e3:.0f} ms here vs "
+            f"redraw calibration {cal_wall * 1e3:.0f} ms wall, {cal_cpu * 1e3:.0f} ms CPU here vs "
             f"{budgets.REDRAW_CALIBRATION_REF_S * 1e3:.0f} ms on the reference machine: budget "
-            f"{budgets.redraw_budget_s(cal) * 1e3:.0f} ms here (100 ms there)"
+            f"{budgets.redraw_budget_s(cal_wall) * 1e3:.0f} ms wall or "
+            f"{budgets.redraw_budget_s(cal_cpu) * 1e3:.0f} ms CPU here (100 ms there)"
         )
-        for name, (wall, cpu, budget) in sorted(_redraws.items(), key=lambda kv: -kv[1][0]):
+        for name, (wall, cpu, share) in sorted(_redraws.items(), key=lambda kv: -kv[1][2]):
             terminalreporter.write_line(
-                f"{wall * 1e3:6.0f} ms wall {cpu * 1e3:6.0f} ms CPU  {min(wall, cpu) / budget:5.0%}  {name}"
+                f"{wall * 1e3:6.0f} ms wall {cpu * 1e3:6.0f} ms CPU  {share:5.0%} of budget  {name}"
             )
