@@ -1,6 +1,6 @@
 """Monte Carlo gradient estimators and importance-sampling helpers.
 
-Three ways to differentiate an expectation (kexue.fm/archives/6705, /7737):
+Four ways to differentiate an expectation (kexue.fm/archives/6705, /7737):
 
 * exact: for a categorical variable with logits ``o``, ``L(o) = sum_y softmax(o)_y f(e_y)`` and
   ``dL/do = p * (f - p . f)`` (:func:`softmax_expectation_grad`);
