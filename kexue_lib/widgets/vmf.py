@@ -105,8 +105,15 @@ def concentration_explorer(
 
     t = np.linspace(0, 2 * math.pi, 181)
 
+    kl_top = {d: 5 * float(kl_curves[d].max()) for d in DIMS}
+    x_ticks = [v for v in (0.1, 1.0, 10.0, 100.0, 1000.0) if lo <= v <= hi]
+
+    def title(ax, text: str) -> None:
+        # axes text, not set_title: title placement checks every tick label (a third of a redraw)
+        ax.text(0.5, 1.03, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=9)
+
     def draw(fig, data: dict) -> None:
-        from matplotlib.ticker import FuncFormatter, NullLocator
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
         fig.set_layout_engine("none")
         axA, axB, axC = fig.subplots(
@@ -127,35 +134,34 @@ def concentration_explorer(
         p = data["plane"]
         axA.scatter(p[:, 0], p[:, 1], s=3, color="tab:blue", alpha=0.5, linewidths=0)
         axA.plot([0, data["mean_length"]], [0, 0], color="tab:red", lw=2)
-        axA.plot([data["mean_length"], 1], [0, 0], "o", color="tab:red", ms=3)
         axA.plot([1], [0], "k+", ms=8)
         axA.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal", xticks=[], yticks=[])
-        axA.set_title(f"(a) {data['n_samples']} draws, axes μ·x and e·x\n"
-                      f"red: E[x] = A_d(κ) μ, A = {data['mean_length']:.3f}", fontsize=9)  # fmt: skip
-        for s in axA.spines.values():
-            s.set_visible(False)
-        # (b) cosine histogram and its density
+        axA.axis("off")
+        title(axA, f"(a) {data['n_samples']} draws, axes μ·x and e·x\n"
+                   f"red: E[x] = A_d(κ) μ, A = {data['mean_length']:.3f}")  # fmt: skip
+        # (b) cosine histogram and its density (red)
         g = data["grid"]
         axB.stairs(data["hist"], data["edges"], fill=True, color="tab:blue", alpha=0.45)
-        axB.plot(g, data["density"], color="tab:red", lw=1.2,
-                 label="∝ exp(κw) (1−w²)^((d−3)/2)")  # fmt: skip
-        axB.set(xlabel="w = μ·x", ylabel="density", xlim=(g[0], 1.0))
-        axB.set_title(f"(b) the cosine w, d = {d}, κ = {kappa:.3g}", fontsize=9)
-        axB.legend(fontsize=7, frameon=False, loc="upper left")
+        axB.plot(g, data["density"], color="tab:red", lw=1.2)
+        top = 1.1 * max(float(data["density"].max()), float(data["hist"].max()))
+        axB.set(xlabel="w = μ·x", ylabel="density (linear)", xlim=(g[0], 1.0), ylim=(0, top))
+        axB.xaxis.set_major_locator(FixedLocator(np.round(np.linspace(g[0], 1.0, 4), 3)))
+        axB.set_yticks([])  # the shape is the point; its scale changes by orders with kappa
+        title(axB, f"(b) the cosine w, d = {d}, κ = {kappa:.3g}\n"
+                   "red: ∝ exp(κw)(1−w²)^((d−3)/2)")  # fmt: skip
         # (c) the constant KL
-        axC.loglog(data["kappas"], data["kl_curve"], color="tab:purple", label="KL(vMF ‖ uniform)")
-        axC.loglog(data["kappas"], data["small_kappa"], color="0.5", ls=":", lw=1,
-                   label="κ²/(2d), small κ")  # fmt: skip
+        axC.loglog(data["kappas"], data["kl_curve"], color="tab:purple")
+        axC.loglog(data["kappas"], data["small_kappa"], color="0.5", ls=":", lw=1)
         axC.plot([kappa], [data["kl"]], "o", color="tab:red", ms=4)
-        axC.set(
-            xlabel="κ (log)", ylabel="nats (log)", ylim=(1e-5, 5 * float(data["kl_curve"].max()))
-        )
+        axC.set(xlabel="κ (log)", ylabel="nats (log)", ylim=(1e-5, kl_top[d]))
         plain = FuncFormatter(lambda v, _: f"{v:g}")
+        axC.xaxis.set_major_locator(FixedLocator(x_ticks))
+        axC.yaxis.set_major_locator(FixedLocator([1e-4, 1e-2, 1.0, 100.0]))
         for axis in (axC.xaxis, axC.yaxis):
             axis.set_major_formatter(plain)
             axis.set_minor_locator(NullLocator())
-        axC.set_title(f"(c) KL = {data['kl']:.3f} nats for every μ", fontsize=9)
-        axC.legend(fontsize=7, frameon=False, loc="upper left")
+        title(axC, f"(c) KL(vMF ‖ uniform) = {data['kl']:.3f} nats, every μ\n"
+                   "dotted: κ²/(2d), the small-κ law")  # fmt: skip
 
     controls = [
         Control(
