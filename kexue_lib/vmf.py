@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_choice, check_positive, check_tensor
 from kexue_lib.geometry import log_sphere_area
 
 __all__ = [
@@ -35,11 +35,13 @@ __all__ = [
     "vmf_cosine_log_density",
     "vmf_kl_to_uniform",
     "vmf_log_normalizer",
+    "vmf_log_prob",
     "vmf_mean_length",
     "vmf_rsample",
 ]
 
 _METHODS = ("quad", "bessel")
+_GRIDS = ("adaptive", "uniform")
 _LOG_CUTOFF = 60.0  # the angle grid covers where log-density > max - 60 (e^-60 ~ 1e-26)
 
 
@@ -222,6 +224,37 @@ def vmf_cosine_log_density(w: torch.Tensor, d: int, kappa: float) -> torch.Tenso
     return out.to(w.dtype)
 
 
+def vmf_log_prob(x: torch.Tensor, mu: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Log density of ``vMF(mu, kappa)`` on ``S^(d-1)`` w.r.t. the surface measure.
+
+    ``x: (..., d)`` points on the unit sphere, ``mu: (..., d)`` mean directions (broadcast
+    against ``x``; projected to the sphere first, like :func:`vmf_rsample`) -> ``(...)``:
+    ``log p(x) = kappa mu.x - log Z_d(kappa)``. Written as ``-kappa |x - mu|^2 / 2 +
+    (kappa - log Z)`` (equal on the sphere) so that float32 keeps its digits near ``x = mu``
+    for large ``kappa``; ``kappa - log Z`` is float64. Differentiable in ``x`` and ``mu``;
+    dtype is the promoted dtype of ``x`` and ``mu`` (float32 arithmetic below float32).
+    """
+    check_tensor("x", x, floating=True)
+    _check_mu(mu)
+    kappa = _check_kappa(kappa)
+    if x.dim() < 1 or x.shape[-1] != mu.shape[-1]:
+        raise ValueError(
+            f"x: expected shape (..., {mu.shape[-1]}) to match mu, got {tuple(x.shape)}"
+        )
+    out_dtype = torch.promote_types(x.dtype, mu.dtype)
+    work = torch.float64 if out_dtype == torch.float64 else torch.float32
+    xw, mw = x.to(work), mu.to(work)
+    norms = torch.linalg.vector_norm(xw.detach(), dim=-1)
+    tol = max(1e-4, 10 * torch.finfo(x.dtype).eps)
+    if not torch.isfinite(norms).all() or ((norms - 1).abs() > tol).any():
+        raise ValueError(f"x: expected points on the unit sphere (|x| = 1 within {tol:g})")
+    mw = mw / torch.linalg.vector_norm(mw, dim=-1, keepdim=True).clamp_min(torch.finfo(work).tiny)
+    d = mu.shape[-1]
+    offset = kappa - float(vmf_log_normalizer(d, kappa))  # kappa - log Z_d(kappa)
+    half_chord2 = 0.5 * ((xw - mw) ** 2).sum(-1)  # = 1 - mu.x on the sphere
+    return (offset - kappa * half_chord2).to(out_dtype)
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -232,6 +265,17 @@ def _angle_table(d: int, kappa: float, n_grid: int) -> tuple[torch.Tensor, torch
     f = torch.exp(logf - logf.max())
     cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((f[1:] + f[:-1]) / 2, 0)])
     return phi, cdf / cdf[-1]
+
+
+def _uniform_w_table(d: int, kappa: float, n_grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The table of kexue.fm 8404: ``n_grid`` equally spaced cosines strictly inside (-1, 1),
+    ``log p(w) = kappa w + (d-3)/2 log(1 - w^2)``, max subtracted, exponentiated, cumulatively
+    summed and normalised. Returned as ``(phi = arccos w, cdf)`` so it plugs into the same
+    inversion; it misses the mass near ``w = 1`` once ``(d-1)/(2 kappa)`` is below the step."""
+    w = torch.linspace(-1.0, 1.0, n_grid + 2, dtype=torch.float64)[1:-1]
+    logf = kappa * w + (d - 3) / 2 * torch.log((1 - w) * (1 + w))
+    cdf = torch.cumsum(torch.exp(logf - logf.max()), 0)
+    return torch.arccos(w), cdf / cdf[-1]
 
 
 def _invert(phi: torch.Tensor, cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -257,6 +301,10 @@ class VMFCosineSampler:
     negligible (a uniform grid in ``w`` would miss the mass within ``(d-1)/(2 kappa)`` of 1 for
     large ``kappa``). Each draw is one ``torch.rand``, a ``searchsorted`` and a ``lerp``: no
     rejection loop, so it runs on any device without host synchronisation.
+
+    ``grid="uniform"`` builds the post's table instead: ``n_grid`` equally spaced cosines in
+    (-1, 1) and a cumulative sum of the density (step ``2 / (n_grid + 1)``). It is exact only
+    when the step is far below ``(d-1)/(2 kappa)``; it is kept to show that failure.
     """
 
     def __init__(
@@ -265,17 +313,23 @@ class VMFCosineSampler:
         kappa: float,
         *,
         n_grid: int = 2**16,
+        grid: str = "adaptive",
         device: torch.device | str | None = None,
     ):
         self.d = _check_d(d)
         self.kappa = _check_kappa(kappa)
         self.n_grid = _check_n_grid(n_grid)
-        phi, cdf = _angle_table(self.d, self.kappa, self.n_grid)
+        self.grid = check_choice("grid", grid, _GRIDS)
+        table = _angle_table if grid == "adaptive" else _uniform_w_table
+        phi, cdf = table(self.d, self.kappa, self.n_grid)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.phi, self.cdf = phi.to(self.device), cdf.to(self.device)
 
     def __repr__(self) -> str:
-        return f"VMFCosineSampler(d={self.d}, kappa={self.kappa:g}, n_grid={self.n_grid})"
+        return (
+            f"VMFCosineSampler(d={self.d}, kappa={self.kappa:g}, n_grid={self.n_grid}, "
+            f"grid={self.grid!r})"
+        )
 
     def sample_angle(self, sample_shape, *, generator: torch.Generator | None = None):
         """Angles ``phi: sample_shape`` (float64, on the sampler's device) with density

@@ -1,5 +1,16 @@
-"""Variational autoencoders built from kexue_lib pieces. Here: UniVAE (kexue.fm 8475).
+"""Variational autoencoders built from kexue_lib pieces: small MLP VAEs with a Gaussian or a
+von Mises-Fisher latent (kexue.fm 8404), and UniVAE (kexue.fm 8475).
 
+**MLP VAEs.** :class:`GaussianVAE` and :class:`VMFVAE` share one body (:class:`MLPVAE`): an
+MLP encoder ``x: (B, x_dim) -> posterior parameters``, a reparameterised sampler, and an MLP
+decoder ``z -> logits`` (Bernoulli pixels) or ``z -> means`` (Gaussian pixels with a fixed
+``dec_sigma``). Every density is exposed on its own (``log_q``, ``log_prior``,
+``log_px_given_z``), so the ELBO, the importance-weighted bound and an importance-sampled
+``log p(x)`` are written once for both latents. The Gaussian latent has prior ``N(0, I)`` and
+posterior ``N(m, diag(exp(logvar)))``; the vMF latent has a uniform prior on ``S^(z_dim-1)``
+and posterior ``vMF(mu(x), kappa)`` with a **fixed** ``kappa``, so its KL is a constant.
+
+**UniVAE.**
 UniVAE turns **one** Transformer into an encoder-decoder VAE with nothing but attention masks.
 The input is a sentence twice, ``[src | tgt]`` (each ``[CLS] x_1 .. x_n [SEP]`` right-padded to
 ``max_len``), with segment ids ``s = [0 .. 0 | 1 .. 1]`` and ``c_t = sum_{u <= t} s_u``:
@@ -26,17 +37,301 @@ Shapes: ``tokens: (B, n)`` int64 with ``n <= max_len``; latents ``(B, latent_lay
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kexue_lib._core import check_int, check_positive, check_tensor
+from kexue_lib._core import check_choice, check_int, check_positive, check_tensor
 from kexue_lib.attention import uniae_mask, with_key_padding
-from kexue_lib.geometry import sample_sphere
+from kexue_lib.geometry import log_sphere_area, sample_sphere
 from kexue_lib.models.transformer import TinyTransformer
-from kexue_lib.vmf import VMFReparam, vmf_kl_to_uniform
+from kexue_lib.vmf import VMFReparam, vmf_kl_to_uniform, vmf_log_prob
 
-__all__ = ["UniVAE"]
+__all__ = ["GaussianVAE", "MLPVAE", "UniVAE", "VMFVAE"]
+
+_LIKELIHOODS = ("bernoulli", "gaussian")
+_LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def _mlp(d_in: int, d_out: int, hidden: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.ReLU()]
+    layers.append(nn.Linear(hidden if depth else d_in, d_out))
+    return nn.Sequential(*layers)
+
+
+def _sample_shape(sample_shape) -> tuple[int, ...]:
+    shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"sample_shape: expected positive ints, got {sample_shape!r}")
+    return shape
+
+
+class MLPVAE(nn.Module):
+    """The shared body of :class:`GaussianVAE` and :class:`VMFVAE` (not used on its own).
+
+    ``encoder``: MLP ``x_dim -> hidden (x depth, ReLU) -> n_head``; ``decoder``: MLP
+    ``z_dim -> hidden (x depth) -> x_dim``. ``likelihood="bernoulli"``: ``decode`` returns
+    logits and ``log p(x|z) = sum_i [x_i l_i - softplus(l_i)]`` (a normalised likelihood for
+    binary ``x``); ``"gaussian"``: ``decode`` returns means and ``log p(x|z)`` is the
+    ``N(mean, dec_sigma^2 I)`` log density. Subclasses define :meth:`encode`,
+    :meth:`rsample`, :meth:`log_q`, :meth:`log_prior` and :meth:`kl`; everything else
+    (ELBO, IWAE bound, importance-sampled ``log p(x)``) is written here once.
+
+    Shapes: ``x: (B, x_dim)``; posterior parameters: a tuple of ``(B, .)`` tensors;
+    ``z: (*S, B, z_dim)`` for a sample shape ``S`` (``()`` by default).
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        n_head: int,
+        *,
+        hidden: int,
+        depth: int,
+        likelihood: str,
+        dec_sigma: float,
+    ):
+        super().__init__()
+        self.x_dim = check_int("x_dim", x_dim)
+        self.z_dim = check_int("z_dim", z_dim)
+        self.hidden = check_int("hidden", hidden)
+        self.depth = check_int("depth", depth, minimum=0)
+        self.likelihood = check_choice("likelihood", likelihood, _LIKELIHOODS)
+        check_positive("dec_sigma", dec_sigma)
+        self.dec_sigma = float(dec_sigma)
+        self.encoder = _mlp(x_dim, n_head, hidden, depth)
+        self.decoder = _mlp(z_dim, x_dim, hidden, depth)
+
+    def extra_repr(self) -> str:
+        return f"x_dim={self.x_dim}, z_dim={self.z_dim}, likelihood={self.likelihood!r}"
+
+    def _check_x(self, x) -> torch.Tensor:
+        check_tensor("x", x, floating=True)
+        if x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(f"x: expected shape (B, {self.x_dim}), got {tuple(x.shape)}")
+        return x
+
+    def _check_z(self, z) -> torch.Tensor:
+        check_tensor("z", z, floating=True)
+        if z.dim() < 1 or z.shape[-1] != self.z_dim:
+            raise ValueError(f"z: expected shape (..., {self.z_dim}), got {tuple(z.shape)}")
+        return z
+
+    # ------------------------------------------------------------------ per-latent pieces
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Posterior parameters of ``q(z|x)``, a tuple of ``(B, .)`` tensors."""
+        raise NotImplementedError
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """A deterministic code ``(B, z_dim)``: the posterior's mean direction or mean."""
+        return self.encode(x)[0]
+
+    def rsample(self, params, sample_shape=(), *, generator=None) -> torch.Tensor:
+        """Reparameterised draws ``z: (*sample_shape, B, z_dim)`` from ``q(z|x)``."""
+        raise NotImplementedError
+
+    def log_q(self, z: torch.Tensor, params) -> torch.Tensor:
+        """``log q(z|x)``: ``(..., B, z_dim) -> (..., B)``."""
+        raise NotImplementedError
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z)``: ``(..., z_dim) -> (...)``."""
+        raise NotImplementedError
+
+    def kl(self, params) -> torch.Tensor:
+        """``KL(q(z|x) || p(z))`` per example, ``(B,)``, in closed form."""
+        raise NotImplementedError
+
+    def sample_prior(self, n: int, *, generator=None, dtype=None) -> torch.Tensor:
+        """``n`` codes from the prior, ``(n, z_dim)``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z: (..., z_dim) -> (..., x_dim)``: Bernoulli logits or Gaussian means."""
+        return self.decoder(self._check_z(z))
+
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` summed over pixels: ``x: (B, x_dim)``, ``z: (..., B, z_dim) -> (..., B)``."""
+        self._check_x(x)
+        out = self.decode(z)
+        if self.likelihood == "bernoulli":
+            return (x * out - F.softplus(out)).sum(-1)
+        s = self.dec_sigma
+        return (-0.5 * ((x - out) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def elbo(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-sample ELBO per example, ``(B,)``: ``log p(x|z) - KL(q(z|x) || p(z))``."""
+        params = self.encode(x)
+        z = self.rsample(params, generator=generator)
+        return self.log_px_given_z(x, z) - self.kl(params)
+
+    def iw_bound(
+        self, x: torch.Tensor, *, M: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Importance-weighted bound with ``M`` samples per example, ``(B,)``:
+        ``log (1/M) sum_m p(x|z_m) p(z_m) / q(z_m|x)``, ``z_m ~ q(z|x)`` (``M = 1``: the ELBO
+        with a Monte Carlo KL)."""
+        check_int("M", M)
+        params = self.encode(x)
+        z = self.rsample(params, (M,), generator=generator)
+        log_w = self.log_px_given_z(x, z) + self.log_prior(z) - self.log_q(z, params)
+        return torch.logsumexp(log_w, 0) - math.log(M)
+
+    def loss(
+        self, x: torch.Tensor, *, M: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Mean negative bound, a 0-d tensor: ``-ELBO`` (analytic KL) for ``M = 1``, the
+        negative IWAE bound for ``M > 1``."""
+        check_int("M", M)
+        if M == 1:
+            return -self.elbo(x, generator=generator).mean()
+        return -self.iw_bound(x, M=M, generator=generator).mean()
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        x: torch.Tensor,
+        *,
+        M: int = 1024,
+        chunk: int = 256,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Importance-sampled ``log p(x)`` with ``q(z|x)`` as proposal, ``(B,)``: the IWAE
+        bound with ``M`` samples, drawn ``chunk`` at a time (a lower bound in expectation that
+        tightens as ``M`` grows)."""
+        check_int("M", M)
+        check_int("chunk", chunk)
+        params = self.encode(x)
+        parts = []
+        for start in range(0, M, chunk):
+            m = min(chunk, M - start)
+            z = self.rsample(params, (m,), generator=generator)
+            lw = self.log_px_given_z(x, z) + self.log_prior(z) - self.log_q(z, params)
+            parts.append(torch.logsumexp(lw, 0))
+        return torch.logsumexp(torch.stack(parts), 0) - math.log(M)
+
+
+class GaussianVAE(MLPVAE):
+    """MLP VAE with a Gaussian latent: prior ``N(0, I_z)``, posterior ``N(m(x), diag(e^lv(x)))``.
+
+    ``encode(x) -> (m, logvar)``, both ``(B, z_dim)`` (``logvar`` clamped to [-30, 20]);
+    ``kl`` is ``0.5 sum(m^2 + e^lv - 1 - lv)``, which the optimiser may drive to 0 in some
+    coordinates (posterior collapse: those coordinates carry no information about ``x``).
+    """
+
+    latent = "gaussian"
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        *,
+        hidden: int = 64,
+        depth: int = 1,
+        likelihood: str = "bernoulli",
+        dec_sigma: float = 0.1,
+    ):
+        super().__init__(x_dim, z_dim, 2 * check_int("z_dim", z_dim), hidden=hidden,
+                         depth=depth, likelihood=likelihood, dec_sigma=dec_sigma)  # fmt: skip
+
+    def encode(self, x):
+        m, lv = self.encoder(self._check_x(x)).chunk(2, dim=-1)
+        return m, lv.clamp(*_LOGVAR_RANGE)
+
+    def rsample(self, params, sample_shape=(), *, generator=None):
+        m, lv = params
+        shape = _sample_shape(sample_shape) + tuple(m.shape)
+        eps = torch.randn(shape, dtype=m.dtype, device=m.device, generator=generator)
+        return m + torch.exp(0.5 * lv) * eps
+
+    def log_q(self, z, params):
+        m, lv = params
+        z = self._check_z(z)
+        return (-0.5 * ((z - m) ** 2 * torch.exp(-lv) + lv + math.log(2 * math.pi))).sum(-1)
+
+    def log_prior(self, z):
+        z = self._check_z(z)
+        return (-0.5 * (z**2 + math.log(2 * math.pi))).sum(-1)
+
+    def kl(self, params):
+        m, lv = params
+        return 0.5 * (m**2 + torch.exp(lv) - 1 - lv).sum(-1)
+
+    def sample_prior(self, n, *, generator=None, dtype=None):
+        check_int("n", n)
+        w = self.decoder[0].weight
+        return torch.randn(n, self.z_dim, dtype=dtype or w.dtype, device=w.device,
+                           generator=generator)  # fmt: skip
+
+
+class VMFVAE(MLPVAE):
+    """MLP VAE with a vMF latent on ``S^(z_dim-1)`` (kexue.fm 8404): uniform prior, posterior
+    ``vMF(mu(x), kappa)`` with a fixed concentration ``kappa``.
+
+    ``encode(x) -> (mu,)``, ``mu: (B, z_dim)`` of unit norm; draws come from
+    :class:`~kexue_lib.vmf.VMFReparam` (inverse-CDF table, differentiable in ``mu``). ``kl``
+    is the constant ``KL(vMF(., kappa) || U(S^(z_dim-1)))`` for every example: the loss is a
+    reconstruction term plus a number, and ``kappa`` alone sets how much noise the code carries.
+    """
+
+    latent = "vmf"
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        kappa: float,
+        *,
+        hidden: int = 64,
+        depth: int = 1,
+        likelihood: str = "bernoulli",
+        dec_sigma: float = 0.1,
+        n_grid: int = 2**16,
+    ):
+        z_dim = check_int("z_dim", z_dim, minimum=2)
+        super().__init__(x_dim, z_dim, z_dim, hidden=hidden, depth=depth,
+                         likelihood=likelihood, dec_sigma=dec_sigma)  # fmt: skip
+        self.reparam = VMFReparam(z_dim, kappa, n_grid=n_grid)
+        self.kappa = self.reparam.kappa
+        self._kl = float(vmf_kl_to_uniform(z_dim, self.kappa))
+        self._log_area = float(log_sphere_area(z_dim - 1))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", kappa={self.kappa:g}"
+
+    def encode(self, x):
+        return (F.normalize(self.encoder(self._check_x(x)), dim=-1),)
+
+    def rsample(self, params, sample_shape=(), *, generator=None):
+        (mu,) = params
+        mu = mu.expand(_sample_shape(sample_shape) + tuple(mu.shape))
+        return self.reparam(mu, generator=generator)
+
+    def log_q(self, z, params):
+        return vmf_log_prob(self._check_z(z), params[0], self.kappa)
+
+    def log_prior(self, z):
+        z = self._check_z(z)
+        return torch.full(z.shape[:-1], -self._log_area, dtype=z.dtype, device=z.device)
+
+    def kl(self, params):
+        mu = params[0]
+        return torch.full(mu.shape[:-1], self._kl, dtype=mu.dtype, device=mu.device)
+
+    def sample_prior(self, n, *, generator=None, dtype=None):
+        check_int("n", n)
+        w = self.decoder[0].weight
+        return sample_sphere(n, self.z_dim, dtype=dtype or w.dtype, device=w.device,
+                             generator=generator)  # fmt: skip
+
 
 _MODES = ("vae", "ae", "encoder", "decoder")
 _POS = ("rope", "learned", "sinusoidal")
