@@ -71,15 +71,24 @@ def judge(times_s: dict[str, float], budget_s: float) -> dict[str, dict]:
 # --------------------------------------------------------------------------- chapter calibration
 
 
-def run_calibration_notebook() -> float:
-    """Wall time of executing the calibration notebook in a fresh kernel (as nbmake does)."""
+def run_notebook(path: pathlib.Path | str = CALIBRATION_NOTEBOOK) -> float:
+    """Wall time of executing a notebook in a fresh kernel, in its folder (as nbmake does);
+    the outputs are discarded."""
     import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.read(CALIBRATION_NOTEBOOK, as_version=4)
+    path = pathlib.Path(path)
+    nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {}}).execute()
+    NotebookClient(
+        nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     return time.perf_counter() - t0
+
+
+def run_calibration_notebook() -> float:
+    """Wall time of executing the calibration notebook in a fresh kernel."""
+    return run_notebook(CALIBRATION_NOTEBOOK)
 
 
 def calibrate_chapters(runs: int | None = None) -> float:

@@ -23,7 +23,7 @@ import pytest
 
 from tests import budgets
 
-_state: dict = {"calibrations": [], "times": {}}
+_state: dict = {"calibrations": [], "times": {}, "retries": {}}
 
 
 def _is_notebook(item) -> bool:
@@ -38,7 +38,7 @@ def _enforce() -> bool:
 
 
 def _budget() -> float:
-    return budgets.chapter_budget_s(max(_state["calibrations"]))
+    return budgets.chapter_budget_s(_state["calibrations"][0])
 
 
 def pytest_collection_finish(session):
@@ -54,22 +54,29 @@ def pytest_runtest_makereport(item, call):
     if call.when != "call" or not _is_notebook(item):
         return
     name = item.path.name
-    _state["times"][str(item.path)] = call.duration
-    if call.duration > _budget() and len(_state["calibrations"]) == 1:
-        _state["calibrations"].append(budgets.run_calibration_notebook())  # busier now?
+    wall = call.duration
+    if report.passed and wall > _budget() and _enforce():
+        cal_now = budgets.run_calibration_notebook()  # is the machine busier now?
+        retry = budgets.run_notebook(item.path)
+        _state["calibrations"].append(cal_now)
+        _state["retries"][str(item.path)] = (wall, retry, cal_now)
+        wall = min(wall, retry * _state["calibrations"][0] / cal_now)
+    _state["times"][str(item.path)] = wall
     budget = _budget()
-    if report.passed and call.duration > budget and _enforce():
+    if report.passed and wall > budget and _enforce():
         report.outcome = "failed"
         report.longrepr = (
-            f"{name} executed in {call.duration:.1f} s, {call.duration / budget:.0%} of its "
+            f"{name} executed in {call.duration:.1f} s, and again in "
+            f"{_state['retries'][str(item.path)][1]:.1f} s beside a calibration of "
+            f"{_state['retries'][str(item.path)][2]:.2f} s: at best {wall / budget:.0%} of its "
             f"budget of {budget:.1f} s on this machine ({budgets.CHAPTER_BUDGET_REF_S:.0f} s on "
-            f"the reference machine, scaled by the calibration {max(_state['calibrations']):.2f} s "
+            f"the reference machine, scaled by the calibration {_state['calibrations'][0]:.2f} s "
             f"vs {budgets.CHAPTER_CALIBRATION_REF_S:.2f} s there; kernel start included)"
         )
 
 
 def _summary() -> dict:
-    cal = max(_state["calibrations"])
+    cal = _state["calibrations"][0]
     budget = _budget()
     return {
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -95,6 +102,9 @@ def pytest_terminal_summary(terminalreporter):
     )
     for path, v in sorted(s["chapters"].items(), key=lambda kv: -kv[1]["wall_s"]):
         flag = "" if v["ok"] else "  OVER BUDGET"
+        if path in _state["retries"]:
+            first, again, cal_now = _state["retries"][path]
+            flag += f"  (executed twice: {first:.1f} s; {again:.1f} s beside a {cal_now:.2f} s calibration)"
         terminalreporter.write_line(
             f"{v['wall_s']:6.1f} s  {v['share']:5.0%} of budget  {pathlib.Path(path).name}{flag}"
         )
