@@ -498,3 +498,33 @@ def test_cuda_device_dtype_and_frequencies():
         assert ys.device.type == "cuda" and ys.dtype == dtype and torch.isfinite(ys).all()
     lp = concrete_log_prob(torch.softmax(logits[:10], -1), logits[:10], 0.5)
     assert lp.device.type == "cuda" and torch.isfinite(lp).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), max_size=4),
+    st.lists(st.integers(1, 4), max_size=4),
+)
+def test_private_broadcast_matches_torch(a, b):
+    from kexue_lib.gumbel import _broadcast
+
+    try:
+        ref = tuple(torch.broadcast_shapes(tuple(a), tuple(b)))
+    except RuntimeError:
+        ref = None
+    assert _broadcast(tuple(a), tuple(b)) == ref
+
+
+def test_first_sample_does_not_import_sympy():
+    # torch.broadcast_shapes imports sympy on first use (seconds in a fresh notebook kernel)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from kexue_lib.gumbel import concrete_log_prob, gumbel_softmax\n"
+        "y = gumbel_softmax(torch.zeros(4, 3), torch.ones(4, 1))\n"
+        "concrete_log_prob(y, torch.zeros(3), torch.ones(4))\n"
+        "assert 'sympy' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
