@@ -37,14 +37,27 @@ def _check_tau(tau, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(tau), device=like.device, dtype=like.dtype)
 
 
+def _broadcast(a: tuple, b: tuple) -> tuple | None:
+    """The broadcast of two shapes, or None when they do not broadcast.
+
+    Plain Python on purpose: the first call of ``torch.broadcast_shapes`` imports sympy,
+    which costs seconds (a notebook pays it on its first Gumbel-softmax sample).
+    """
+    a, b = tuple(a), tuple(b)
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
 def _check_tau_shape(t: torch.Tensor, shape: tuple, what: str) -> None:
     """ValueError unless a tensor ``tau`` broadcasts to ``shape`` without enlarging it."""
     shape = tuple(shape)
-    try:
-        ok = torch.broadcast_shapes(tuple(t.shape), shape) == torch.Size(shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
+    if _broadcast(tuple(t.shape), shape) != shape:
         raise ValueError(
             f"tau: expected a number or a tensor broadcastable to {what} shape {shape}, "
             f"got shape {tuple(t.shape)}"
@@ -182,13 +195,12 @@ def concrete_log_prob(y: torch.Tensor, logits: torch.Tensor, tau) -> torch.Tenso
     out_dtype = torch.promote_types(y.dtype, logits.dtype)
     cdt = work_dtype(out_dtype)
     t = _check_tau(tau, logits.new_empty((), dtype=cdt))
-    try:
-        batch = tuple(torch.broadcast_shapes(y.shape[:-1], logits.shape[:-1]))
-    except RuntimeError:
+    batch = _broadcast(y.shape[:-1], logits.shape[:-1])
+    if batch is None:
         raise ValueError(
             f"logits: expected a shape broadcastable with y's {tuple(y.shape)}, "
             f"got {tuple(logits.shape)}"
-        ) from None
+        )
     _check_tau_shape(t, batch, "the batch")
     k = logits.shape[-1]
     log_pi = torch.log_softmax(logits.to(cdt), dim=-1)

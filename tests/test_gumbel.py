@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from kexue_lib._core import make_generator, seeded
 from kexue_lib.gumbel import concrete_log_prob, gumbel_max_sample, gumbel_softmax, sample_gumbel
+from tests.conftest import requires_cuda
 
 P4 = (0.5, 0.3, 0.15, 0.05)
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 FLOATS = [torch.float64, torch.float32]
 
 
@@ -339,10 +339,150 @@ def test_bad_inputs():
         concrete_log_prob(torch.full((4, 3), 1 / 3), torch.zeros(2, 3), 1.0)
 
 
+# --------------------------------------------------------------------------- more references
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_samples_match_relaxed_one_hot_categorical_rsample(dtype):
+    # sample statistics against torch.distributions: KS per coordinate, means, log-density
+    from scipy import stats
+    from torch.distributions import RelaxedOneHotCategorical
+
+    n = 100_000
+    logits = torch.tensor(P4, dtype=dtype).log()
+    for tau in (0.5, 2.0):
+        ours = gumbel_softmax(logits.expand(n, 4), tau, generator=make_generator(30))
+        with seeded(31):
+            ref = RelaxedOneHotCategorical(torch.tensor(tau, dtype=dtype), logits=logits).rsample(
+                (n,)
+            )
+        assert ours.dtype == ref.dtype == dtype
+        for j in range(4):
+            assert stats.ks_2samp(ours[:, j].double(), ref[:, j].double()).pvalue > 1e-3
+        se = (ours.double().var(0) / n).sqrt() * math.sqrt(2)
+        assert ((ours.double().mean(0) - ref.double().mean(0)).abs() < 5 * se).all()
+        # the two samplers give the same law of the log-density (our density, their samples)
+        inside = (ours > 0).all(-1) & (ref > 0).all(-1)
+        lp_ours = concrete_log_prob(ours[inside].double(), logits.double(), tau)
+        lp_ref = concrete_log_prob(ref[inside].double(), logits.double(), tau)
+        assert stats.ks_2samp(lp_ours, lp_ref).pvalue > 1e-3
+
+
+def test_binary_concrete_is_a_logistic_cdf():
+    # k = 2: y_1 = sigmoid((o_1 - o_2 + L) / tau) with L = G_1 - G_2 ~ Logistic(0, 1), so
+    # P(y_1 <= t) = sigmoid(tau * logit(t) - (o_1 - o_2)); KS against that closed form, and the
+    # Concrete density against the derivative of the CDF (finite differences)
+    from scipy import stats
+
+    o = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    d = (o[0] - o[1]).item()
+    n = 100_000
+    for tau in (0.3, 1.0, 3.0):
+        y1 = gumbel_softmax(o.expand(n, 2), tau, generator=make_generator(32))[:, 0].numpy()
+
+        def cdf(t, tau=tau):
+            t = np.clip(t, 1e-300, 1 - 1e-16)
+            return 1 / (1 + np.exp(-(tau * np.log(t / (1 - t)) - d)))
+
+        assert stats.kstest(y1, cdf).pvalue > 1e-3, tau
+        t = np.linspace(0.02, 0.98, 25)
+        h = 1e-6
+        num = (cdf(t + h) - cdf(t - h)) / (2 * h)
+        y = torch.tensor(np.stack([t, 1 - t], 1))
+        dens = concrete_log_prob(y, o, tau).exp().numpy()
+        np.testing.assert_allclose(dens, num, rtol=1e-5)
+
+
+def test_hard_matches_torch_functional_hard():
+    # straight-through forward: one-hot with the Gumbel-max law, like F.gumbel_softmax(hard=True)
+    from scipy import stats
+
+    n = 200_000
+    logits = torch.tensor(P4, dtype=torch.float64).log().expand(n, 4)
+    ours = gumbel_softmax(logits, 0.5, hard=True, generator=make_generator(33))
+    with seeded(34):
+        ref = F.gumbel_softmax(logits, tau=0.5, hard=True)
+    for y in (ours, ref):
+        assert ((y == 0) | (y == 1)).all() and (y.sum(-1) == 1).all()
+    counts = np.stack([ours.sum(0).numpy(), ref.sum(0).numpy()])
+    assert stats.chi2_contingency(counts).pvalue > 1e-3
+    assert stats.chisquare(counts[0], f_exp=np.array(P4) * n).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_straight_through_gradient_is_its_definition(dtype):
+    # ST: forward onehot(argmax(o + G)), backward the Jacobian of the soft sample at that
+    # point: d/do [w . y_hard] := J^T w with J = (diag(y) - y y^T) / tau, y = softmax((o+G)/tau)
+    g = make_generator(35)
+    logits = torch.randn(32, 5, dtype=dtype, generator=g)
+    noise = sample_gumbel(logits.shape, dtype=dtype, generator=g)
+    w = torch.randn(32, 5, dtype=dtype, generator=g)
+    for tau in (0.2, 1.0, 4.0):
+        x = logits.clone().requires_grad_(True)
+        (w * gumbel_softmax(x, tau, hard=True, noise=noise)).sum().backward()
+        y = torch.softmax((logits + noise) / tau, -1)
+        jt_w = (y * w - y * (y * w).sum(-1, keepdim=True)) / tau  # J is symmetric
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(x.grad, jt_w, atol=tol, rtol=tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(-8, 8), min_size=2, max_size=7),
+    st.floats(1e-3, 50),
+    st.integers(0, 2**31 - 1),
+)
+def test_property_coupling_simplex_and_shift_invariance(vals, tau, seed):
+    o = torch.tensor(vals, dtype=torch.float64)
+    noise = sample_gumbel(o.shape, dtype=torch.float64, generator=make_generator(seed))
+    y = gumbel_softmax(o, tau, noise=noise)
+    # a point of the simplex whose argmax is the Gumbel-max sample (ties aside)
+    assert (y >= 0).all() and abs(y.sum().item() - 1) < 1e-12
+    x = o + noise
+    top2 = x.topk(2).values
+    if (top2[0] - top2[1]).item() > 1e-9:
+        assert y.argmax().item() == gumbel_max_sample(o, noise=noise).item() == x.argmax().item()
+    # ordering: y_i > y_j exactly when o_i + G_i > o_j + G_j (softmax is monotone)
+    i, j = 0, 1
+    if abs((x[i] - x[j]).item()) > 1e-9 and y[i].item() != y[j].item():
+        assert (y[i] > y[j]).item() == (x[i] > x[j]).item()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(-4, 4), min_size=2, max_size=6),
+    st.floats(-20, 20),
+    st.floats(0.1, 5),
+    st.integers(0, 2**31 - 1),
+)
+def test_property_concrete_density_shift_and_permutation(vals, shift, tau, seed):
+    k = len(vals)
+    o = torch.tensor(vals, dtype=torch.float64)
+    g = make_generator(seed)
+    y = torch.softmax(torch.randn(k, dtype=torch.float64, generator=g), -1)
+    a = concrete_log_prob(y, o, tau)
+    torch.testing.assert_close(concrete_log_prob(y, o + shift, tau), a, atol=1e-9, rtol=1e-9)
+    perm = torch.randperm(k, generator=g)
+    torch.testing.assert_close(concrete_log_prob(y[perm], o[perm], tau), a, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_tiny_tau_forward_and_backward_have_no_nan(dtype):
+    g = make_generator(36)
+    logits = (torch.randn(256, 7, generator=g) * 3).to(dtype)
+    for tau in (1e-30, 1e-8, 1e-3):
+        for hard in (False, True):
+            x = logits.clone().requires_grad_(True)
+            y = gumbel_softmax(x, tau, hard=hard, generator=g)
+            assert y.dtype == dtype and torch.isfinite(y).all()
+            (y * torch.arange(7, dtype=dtype)).sum().backward()
+            assert x.grad.dtype == dtype and torch.isfinite(x.grad).all(), (dtype, tau, hard)
+
+
 # --------------------------------------------------------------------------- CUDA
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda_device_dtype_and_frequencies():
     dev = torch.device("cuda")
     g = make_generator(20, device=dev)
@@ -358,3 +498,33 @@ def test_cuda_device_dtype_and_frequencies():
         assert ys.device.type == "cuda" and ys.dtype == dtype and torch.isfinite(ys).all()
     lp = concrete_log_prob(torch.softmax(logits[:10], -1), logits[:10], 0.5)
     assert lp.device.type == "cuda" and torch.isfinite(lp).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 4), max_size=4),
+    st.lists(st.integers(1, 4), max_size=4),
+)
+def test_private_broadcast_matches_torch(a, b):
+    from kexue_lib.gumbel import _broadcast
+
+    try:
+        ref = tuple(torch.broadcast_shapes(tuple(a), tuple(b)))
+    except RuntimeError:
+        ref = None
+    assert _broadcast(tuple(a), tuple(b)) == ref
+
+
+def test_first_sample_does_not_import_sympy():
+    # torch.broadcast_shapes imports sympy on first use (seconds in a fresh notebook kernel)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from kexue_lib.gumbel import concrete_log_prob, gumbel_softmax\n"
+        "y = gumbel_softmax(torch.zeros(4, 3), torch.ones(4, 1))\n"
+        "concrete_log_prob(y, torch.zeros(3), torch.ones(4))\n"
+        "assert 'sympy' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
