@@ -1,6 +1,6 @@
 """A small, readable Transformer: multi-head attention, feed-forward, blocks and a tiny model.
 
-Conventions (LIBRARY-MAP §0): activations ``(B, n, d)``, per-head tensors ``(B, h, n, d_head)``;
+Conventions: activations ``(B, n, d)``, per-head tensors ``(B, h, n, d_head)``;
 masks are bool with True = may attend, shape ``(n_q, n_k)``, ``(B, n_q, n_k)`` (broadcast over
 heads) or ``(B, h, n_q, n_k)``; weights are ``nn.Linear`` layers, i.e. ``(d_out, d_in)`` maps
 applied as ``x @ W.T + b``. Every module follows the device and dtype of its parameters.
@@ -9,6 +9,12 @@ Attention implemented here (scale ``1/sqrt(d_head)``)::
 
     softmax:  O = softmax(Q K^T / sqrt(d_head) + log M) V                    (M the bool mask)
     linear:   O_i = sum_j M_ij phi(q_i).phi(k_j) v_j / sum_j M_ij phi(q_i).phi(k_j)
+
+Derived in the book: attention as a token-mixing matrix in
+book/positions/non-transformer-mixers.ipynb, linear attention and its rank in
+book/positions/performer-linear-attention.ipynb, the cost of a layer in
+book/positions/linear-transformer-cost.ipynb, widening ``TinyTransformer`` without changing its
+function in book/positions/lossless-expansion.ipynb.
 """
 
 from __future__ import annotations
