@@ -5,6 +5,8 @@ waiting for"): multiplying an ``a x b`` by a ``b x c`` matrix costs ``abc`` mult
 additions, softmax, LayerNorm, activations, residuals and embeddings are left out. A
 multiply-add is 2 FLOPs, so ``unit="flop"`` doubles every count (what
 ``torch.utils.flop_counter.FlopCounterMode`` reports for matmuls).
+
+Derived in book/positions/linear-transformer-cost.ipynb.
 """
 
 from __future__ import annotations

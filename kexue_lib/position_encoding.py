@@ -1,9 +1,13 @@
 """Sinusoidal frequencies, sinusoidal tables, relative indices and T5 buckets (pure functions).
 
-Conventions (LIBRARY-MAP §0): the frequency ladder is ``theta_i = base^(-2i/d)``; angles are
+Conventions: the frequency ladder is ``theta_i = base^(-2i/d)``; angles are
 formed in float64 and only the cosines/sines are cast; a relative position is
 ``key - query = j - i``; table layouts are ``"interleaved" | "half"`` with the order of the
 pair ``"sin_cos" | "cos_sin"``.
+
+Derived in the book: the sinusoidal form, its inner product and the decay integral in
+book/positions/sinusoidal-origins.ipynb; the shift matrix, relative indices and T5 buckets in
+book/positions/position-encoding-zoo.ipynb.
 """
 
 from __future__ import annotations

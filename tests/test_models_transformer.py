@@ -415,6 +415,55 @@ def test_tiny_transformer_bad_inputs():
         TinyTransformer(7, 8, 2, 1, max_len=0)
 
 
+@pytest.mark.parametrize(
+    "vocab,d,kw",
+    [
+        (8, 32, {}),
+        (8, 16, {"head": "mlm"}),
+        (8, 32, {"tie_embeddings": False}),
+        (16, 32, {"norm_first": False, "segments": 2}),
+        (32, 8, {"pos": "sinusoidal"}),
+    ],
+)
+def test_tiny_transformer_step0_loss_is_near_chance(vocab, d, kw):
+    """A fresh model on random tokens and random targets scores about ln V, the loss of a
+    uniform guess; PyTorch's N(0, 1) embedding tables (the rejected default) score far
+    above it with the tied head."""
+    g = make_generator(7)
+    tok = torch.randint(0, vocab, (64, 12), generator=g)
+    target = torch.randint(0, vocab, (64, 12), generator=g)
+    losses, default_init = [], []
+    for seed in range(8):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            m = TinyTransformer(vocab, d, 2, 2, max_len=12, **kw)
+        with torch.no_grad():
+            ce = nn.functional.cross_entropy(m(tok).flatten(0, 1), target.flatten())
+            losses.append(ce.item())
+            for table in (m.tok_emb, m.pos_emb, m.seg_emb):
+                if table is not None:
+                    table.weight.normal_(0.0, 1.0, generator=g)
+            ce = nn.functional.cross_entropy(m(tok).flatten(0, 1), target.flatten())
+            default_init.append(ce.item())
+    excess = torch.tensor(losses) - math.log(vocab)
+    assert excess.min() > 0.0 and excess.max() < 0.4, excess
+    if kw.get("tie_embeddings", True) and kw.get("head", "lm") == "lm":
+        assert min(default_init) > math.log(vocab) + 3.0, default_init
+
+
+def test_tiny_transformer_embedding_std():
+    """Embedding tables are N(0, (0.5 / sqrt(d))^2): sample moments of 32 x 64 entries."""
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        m = TinyTransformer(64, 32, 2, 1, max_len=64, segments=64)
+    want = 0.5 / math.sqrt(32)
+    for table in (m.tok_emb, m.pos_emb, m.seg_emb):
+        w = table.weight.detach().double()
+        # 2048 entries: the sample std is within 4 standard errors (about 6%) of the target
+        assert abs(w.std().item() / want - 1) < 4 / math.sqrt(2 * w.numel())
+        assert abs(w.mean().item()) < 4 * want / math.sqrt(w.numel())
+
+
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 9), heads=st.sampled_from([1, 2, 4]), seed=st.integers(0, 10_000))
 def test_property_attention_rows_are_convex_combinations(n, heads, seed):

@@ -16,6 +16,8 @@ depends on the input, whether it is normalised, and whether its parameters fix `
 Modules with a length-``n`` parameter take ``max_len`` and raise ValueError when
 ``n != max_len`` (pad the input yourself). Diagnostics: ``token_mixing_jacobian`` (how much
 output token i depends on input token j) and ``permutation_equivariance_error``.
+
+Derived in book/positions/non-transformer-mixers.ipynb.
 """
 
 from __future__ import annotations

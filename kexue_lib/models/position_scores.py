@@ -2,9 +2,11 @@
 
 Every module maps ``x: (B, n, D)`` (and optional ``positions: (n,)`` or ``(B, n)``, default
 ``0 .. n-1``) to pre-softmax logits ``(B, h, n, n)``, row ``i`` = query, column ``j`` = key.
-Relative positions are ``key - query = pos_j - pos_i`` (LIBRARY-MAP §0); a post written with
+Relative positions are ``key - query = pos_j - pos_i``; a post written with
 ``i - j`` reads the same tables mirrored. The modules differ only in which of the four terms
 of ``(x_i + p_i) W_Q W_K^T (x_j + p_j)^T`` they keep and what replaces them.
+
+Derived and compared in book/positions/position-encoding-zoo.ipynb.
 """
 
 from __future__ import annotations

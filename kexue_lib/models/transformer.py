@@ -1,6 +1,6 @@
 """A small, readable Transformer: multi-head attention, feed-forward, blocks and a tiny model.
 
-Conventions (LIBRARY-MAP §0): activations ``(B, n, d)``, per-head tensors ``(B, h, n, d_head)``;
+Conventions: activations ``(B, n, d)``, per-head tensors ``(B, h, n, d_head)``;
 masks are bool with True = may attend, shape ``(n_q, n_k)``, ``(B, n_q, n_k)`` (broadcast over
 heads) or ``(B, h, n_q, n_k)``; weights are ``nn.Linear`` layers, i.e. ``(d_out, d_in)`` maps
 applied as ``x @ W.T + b``. Every module follows the device and dtype of its parameters.
@@ -9,6 +9,12 @@ Attention implemented here (scale ``1/sqrt(d_head)``)::
 
     softmax:  O = softmax(Q K^T / sqrt(d_head) + log M) V                    (M the bool mask)
     linear:   O_i = sum_j M_ij phi(q_i).phi(k_j) v_j / sum_j M_ij phi(q_i).phi(k_j)
+
+Derived in the book: attention as a token-mixing matrix in
+book/positions/non-transformer-mixers.ipynb, linear attention and its rank in
+book/positions/performer-linear-attention.ipynb, the cost of a layer in
+book/positions/linear-transformer-cost.ipynb, widening ``TinyTransformer`` without changing its
+function in book/positions/lossless-expansion.ipynb.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ _IMPLS = ("sdpa", "explicit")
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU}
 _POS = ("learned", "sinusoidal", "rope", "none")
 _HEADS = ("lm", "mlm", "none")
+EMBED_STD_SCALE = 0.5  # embedding tables are N(0, (EMBED_STD_SCALE / sqrt(d))^2)
 
 
 def causal_bool_mask(n_q: int, n_k: int | None = None, *, device=None) -> torch.Tensor:
@@ -433,6 +440,7 @@ class TinyTransformer(nn.Module):
             )
         self.blocks = nn.ModuleList(blocks)
         self.ln_f = nn.LayerNorm(d) if norm_first else nn.Identity()
+        self.reset_embeddings()
         self.mlm_transform = None
         self.lm_head = None
         if head == "mlm":
@@ -441,6 +449,23 @@ class TinyTransformer(nn.Module):
             self.lm_head = nn.Linear(d, vocab, bias=(head == "mlm"))
             if tie_embeddings:
                 self.lm_head.weight = self.tok_emb.weight
+
+    def reset_embeddings(self) -> None:
+        """Draw every embedding table (tokens, learned positions, segments) from
+        ``N(0, EMBED_STD_SCALE**2 / d)``.
+
+        PyTorch's ``nn.Embedding`` default is ``N(0, 1)``: rows of norm ``sqrt(d)``. With the
+        output layer tied to the token table, the step-0 logits ``LN(h) . e_v`` then have
+        standard deviation about ``d`` and a fresh model over a vocabulary of 8 starts near 20
+        nats instead of ``ln 8``. At standard deviation ``0.5 / sqrt(d)`` (what GPT-2's and
+        BERT's 0.02 is at ``d = 768``) the tied logits have standard deviation 0.5 and the
+        step-0 cross-entropy on random tokens is within about 0.15 nats of ``ln V``.
+        """
+        std = EMBED_STD_SCALE / math.sqrt(self.d)
+        with torch.no_grad():
+            for table in (self.tok_emb, self.pos_emb, self.seg_emb):
+                if table is not None:
+                    nn.init.normal_(table.weight, 0.0, std)
 
     def embed(
         self,

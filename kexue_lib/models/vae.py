@@ -33,6 +33,8 @@ every sentence and its positions do not leak the source length.
 Shapes: ``tokens: (B, n)`` int64 with ``n <= max_len``; latents ``(B, latent_layers * z_dim)``
 (chunk ``j`` belongs to block ``layers - latent_layers + j``); logits ``(B, n, vocab)``, where
 ``logits[:, t]`` predicts ``tokens[:, t + 1]`` (teacher forcing).
+
+Derived in book/positions/univae.ipynb (masks, bottleneck, constant KL).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ every role; the scalar factors reproduce the table of the post (corrected FFN-ou
 
 Linear maps are ``(d_out, d_in)`` like ``nn.Linear.weight``; everything keeps the caller's
 device and dtype.
+
+Derived rule by rule in book/positions/lossless-expansion.ipynb.
 """
 
 from __future__ import annotations
