@@ -110,6 +110,8 @@ def log_sphere_area(n: Any) -> Any:
     ``n`` is the sphere's own dimension (``S^1`` is the circle, area ``2 pi``; ``S^2`` has
     ``4 pi``). A number gives a float; a floating tensor ``(...)`` gives a tensor ``(...)`` of
     the same dtype and device. Computed with ``lgamma``, so huge ``n`` does not overflow.
+
+    Used in book/geometry/dimension-formula.ipynb, eq. (dimension-formula-angle).
     """
     if isinstance(n, torch.Tensor):
         check_tensor("n", n, floating=True)
@@ -140,6 +142,8 @@ def sample_sphere(
     A standard Gaussian vector divided by its norm is uniform on the sphere (rotation
     invariance), ``x = radius * g / |g|``. ``dtype`` defaults to torch's default dtype, ``device``
     to the generator's device (CPU without one). Half types are drawn in float32 and cast.
+
+    Used in book/geometry/dimension-formula.ipynb (the sphere the argument assumes).
     """
     if isinstance(d, bool) or not isinstance(d, int):
         raise TypeError(f"d: expected an int, got {type(d).__name__}")
@@ -192,6 +196,8 @@ def angle_log_density(theta: Any, d: float) -> Any:
     (``-inf`` outside). ``theta``: tensor ``(...)`` (same dtype/device back, computed in at
     least float32), array-like (numpy float64 back) or a float (float back). ``d > 1`` may be real. The constant
     uses ``lgamma`` (``scipy.special.gammaln``), so ``d`` in the thousands is fine.
+
+    Derived in book/geometry/dimension-formula.ipynb, eq. (dimension-formula-angle).
     """
     dd = _check_real("d", d, minimum=1.0, strict=True)
     log_c = math.lgamma(dd / 2) - math.lgamma((dd - 1) / 2) - 0.5 * math.log(math.pi)
@@ -294,6 +300,9 @@ def skipgram_entropy_offset(n: float, *, method: str = "quad") -> float:
     so ``h_n <= 0``. ``n >= 2`` may be real. ``method="quad"``: scipy quadrature of the
     integrand shifted by its maximum (no overflow for any ``n``); ``"mpmath"``: 40-digit
     tanh-sinh quadrature of the raw integrand (slower, the reference). Returns a float.
+
+    Derived in book/geometry/dimension-formula.ipynb, eqs. (dimension-formula-hn) and
+    (dimension-formula-hn-integrals).
     """
     v = _check_n(n)
     if method == "quad":
@@ -310,6 +319,9 @@ def skipgram_entropy_offset_laplace(n: Any, *, constant: str = "exact") -> Any:
     ``b = LAPLACE_CONST = -0.07394`` (error O(1/n)); ``"post"``: the post's ``b = -log(5)/4``
     (it drops the ``sin^-2`` weight and the O(1/n) shift of the tilted mean, which ``n``
     multiplies into O(1)), off by a constant 0.33; ``"none"``: the leading term only.
+
+    Derived in book/geometry/dimension-formula.ipynb, eqs. (dimension-formula-laplace) and
+    (dimension-formula-laplace-post).
     """
     try:
         b = {"exact": LAPLACE_CONST, "post": LAPLACE_CONST_POST, "none": 0.0}[constant]
@@ -337,6 +349,8 @@ def entropy_min_dim(N: float, *, rule: str = "exact") -> float:
     ``rule="8.33"``: the post's ``8.33 ln N`` (``2 / 0.24``); ``"exact"``: the real root of
     ``2 ln N + h_n = 0`` (``scipy.optimize.brentq``, ``h_n`` by quadrature); ``"laplace"``:
     the root with the Laplace form, ``(2 ln N + LAPLACE_CONST) / 0.2406059``. Natural log.
+
+    Derived in book/geometry/dimension-formula.ipynb, eq. (dimension-formula-rule).
     """
     v = _check_real("N", N, minimum=2.0)
     two_log_n = 2.0 * math.log(v)

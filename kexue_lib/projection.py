@@ -1,4 +1,4 @@
-"""Random projections and the Johnson-Lindenstrauss bounds (chapter: jl-theory, kexue.fm 8679).
+"""Random projections and the Johnson-Lindenstrauss bounds.
 
 Every projection is a ``(d_out, d_in)`` matrix ``A`` applied as ``x @ A.T`` (the convention
 of ``nn.Linear.weight`` and sklearn's ``components_``). For the Gaussian map, whose entries
@@ -7,7 +7,10 @@ are iid ``N(0, 1/d_out)``, and any fixed non-zero ``x``,
     d_out * |A x|^2 / |x|^2  ~  chi^2_{d_out}        (exactly),
 
 so the per-pair failure probability of the JL lemma is a chi-square tail, independent of
-the data; the Chernoff and union bounds of the chapter are bounds on that tail.
+the data; the Chernoff and union bounds are bounds on that tail.
+
+Derived in book/geometry/jl-theory.ipynb (the lemma, eq. (jl-theory-jl), and its bounds);
+used again in book/geometry/jl-applications.ipynb.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ def gaussian_projection(
     """Gaussian JL matrix ``A: (d_out, d_in)`` with iid entries ``A_kj ~ N(0, 1/d_out)``.
 
     Variance ``1/d_out`` (standard deviation ``1/sqrt(d_out)``), so ``E|A x|^2 = |x|^2``.
+
+    Derived in book/geometry/jl-theory.ipynb, eq. (jl-theory-jl).
     """
     _check_dims(d_out, d_in)
     dtype, device = _target(dtype, device)
@@ -82,7 +87,10 @@ def gaussian_projection(
 def rademacher_projection(
     d_out: int, d_in: int, *, dtype=None, device=None, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Rademacher JL matrix ``A: (d_out, d_in)`` with iid entries ``±1/sqrt(d_out)``."""
+    """Rademacher JL matrix ``A: (d_out, d_in)`` with iid entries ``±1/sqrt(d_out)``.
+
+    Compared with the Gaussian map in the JL distortion figure of book/geometry/jl-theory.ipynb.
+    """
     _check_dims(d_out, d_in)
     dtype, device = _target(dtype, device)
     u = _draw("rand", (d_out, d_in), generator, dtype, device)
@@ -106,6 +114,8 @@ def sparse_projection(
     (sklearn's ``SparseRandomProjection``). ``density=None`` means ``1/sqrt(d_in)`` (Li's
     "very sparse" choice, sklearn's ``"auto"``); ``density=1/3`` is Achlioptas. Entries have
     mean 0 and variance ``1/d_out``. ``sparse=True`` returns a coalesced sparse COO tensor.
+
+    Compared with the Gaussian map in the JL distortion figure of book/geometry/jl-theory.ipynb.
     """
     _check_dims(d_out, d_in)
     if density is None:
@@ -143,6 +153,9 @@ def orthogonal_gaussian_matrix(
     (so every row is marginally ``N(0, I)``, as in an iid Gaussian matrix), ``"sqrt_d_in"``
     by ``sqrt(d_in)``. As a JL map use ``W / sqrt(d_out)``: with ``"sqrt_d_in"`` and
     ``d_out <= d_in`` that is ``sqrt(d_in/d_out) Q^T`` with orthonormal rows.
+
+    Its JL use (orthonormal rows) is derived in book/geometry/jl-applications.ipynb, eq.
+    (jl-applications-orth-var).
     """
     _check_dims(d_out, d_in)
     if row_norms not in ("chi", "sqrt_d_in"):
@@ -166,7 +179,10 @@ def orthogonal_gaussian_matrix(
 
 
 def project(X: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """Apply a projection: ``X: (..., d_in)``, ``A: (d_out, d_in)`` (dense or sparse) -> ``X @ A.T``."""
+    """Apply a projection: ``X: (..., d_in)``, ``A: (d_out, d_in)`` (dense or sparse) -> ``X @ A.T``.
+
+    Derived in book/geometry/jl-theory.ipynb, eq. (jl-theory-jl).
+    """
     check_tensor("X", X, floating=True)
     check_tensor("A", A, floating=True)
     if A.dim() != 2:
@@ -241,6 +257,9 @@ def distortion_ratios(
     (the JL band for plain distances is ``[sqrt(1-eps), sqrt(1+eps)]``). Distances are
     formed in float64, from differences for near-duplicate pairs (Gram expansion
     elsewhere), so near-duplicate points keep their ratios.
+
+    The ratios of book/geometry/jl-theory.ipynb, eq. (jl-theory-jl) (section on measuring
+    distortion).
     """
     _check_pair(X, Y)
     out = _out_dtype(X, Y)
@@ -264,6 +283,9 @@ def inner_product_errors(
     drops a square), which is ``eps`` for unit vectors. ``relative=True`` divides by
     ``(|x_i|^2 + |x_j|^2) / 2`` so the result is comparable with ``eps`` for any norms
     (pairs of two zero vectors give 0).
+
+    Derived in book/geometry/jl-theory.ipynb, eq. (jl-theory-inner); the post's version is eq.
+    (jl-theory-inner-post).
     """
     _check_pair(X, Y)
     out = _out_dtype(X, Y)
@@ -294,6 +316,8 @@ def jl_min_dim(N: int, eps: float, *, rule: str = "chernoff24") -> int:
     ``"chernoff16"``: smallest int ``n > 16 ln N / eps^2`` (success prob >= 1/N, existence);
     ``"dasgupta_gupta"``: ``int(4 ln N / (eps^2/2 - eps^3/3))`` exactly as sklearn's
     ``johnson_lindenstrauss_min_dim`` (truncated, a different bound).
+
+    Derived in book/geometry/jl-theory.ipynb, eqs. (jl-theory-n24) and (jl-theory-union).
     """
     check_int("N", N, minimum=2)
     eps = _check_eps(eps)
@@ -325,6 +349,8 @@ def jl_pair_failure_prob(d_out: int, eps: float) -> float:
     """Exact per-pair failure probability ``P(|n|Ax|^2/|x|^2 / n - 1| >= eps)`` for Gaussian A.
 
     ``p = F_{chi^2_n}(n (1 - eps)) + 1 - F_{chi^2_n}(n (1 + eps))`` with ``n = d_out``.
+
+    Derived in book/geometry/jl-theory.ipynb, eq. (jl-theory-exact).
     """
     check_positive("d_out", d_out, integer=True)
     eps = _check_eps(eps)
@@ -336,6 +362,8 @@ def jl_chernoff_bound(d_out: int, eps: float, *, exact: bool = False) -> float:
 
     ``exact=False``: ``2 exp(-n eps^2 / 8)``; ``exact=True``: the optimised Chernoff values
     ``exp(n (log(1+eps) - eps) / 2) + exp(n (log(1-eps) + eps) / 2)`` of both tails.
+
+    Derived in book/geometry/jl-theory.ipynb, eqs. (jl-theory-upper) and (jl-theory-norm).
     """
     check_positive("d_out", d_out, integer=True)
     eps = _check_eps(eps)
@@ -351,6 +379,8 @@ def jl_union_bound(N: int, d_out: int, eps: float) -> float:
     """Union bound on the probability that some pair fails: ``N (N-1) exp(-n eps^2 / 8)``.
 
     ``= C(N, 2) * 2 exp(-n eps^2 / 8)``; may exceed 1 (then it is vacuous).
+
+    Derived in book/geometry/jl-theory.ipynb, eq. (jl-theory-union).
     """
     check_int("N", N, minimum=2)
     check_positive("d_out", d_out, integer=True)
@@ -364,6 +394,8 @@ def jl_eps_for_union(N: int, d_out: int, target: float = 0.5) -> float:
     With ``target = 0.5`` this is where the expected number of pairs outside the band
     ``[1 - eps, 1 + eps]`` drops to one half: roughly the worst distortion seen in practice.
     For ``eps >= 1`` only the upper tail remains, so the answer may exceed 1 for small n.
+
+    Derived in book/geometry/jl-theory.ipynb, eqs. (jl-theory-exact) and (jl-theory-union).
     """
     from scipy.optimize import brentq
 

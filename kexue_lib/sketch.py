@@ -1,9 +1,12 @@
 """Sketches built on random and data-adaptive projections: SimHash codes, Hamming search,
 the arcsine cosine decoder, the Halko-Martinsson-Tropp randomized SVD and PCA scores.
 
-Conventions (LIBRARY-MAP section 0): points are rows ``X: (N, m)``; a projection matrix is
-``(d_out, d_in)`` and applied as ``X @ A.T``; randomness only through ``generator=``; the
-caller's device and dtype are kept (half precision is computed in float32 and cast back).
+Conventions (those of ``kexue_lib.projection``): points are rows ``X: (N, m)``; a projection
+matrix is ``(d_out, d_in)`` and applied as ``X @ A.T``; randomness only through
+``generator=``; the caller's device and dtype are kept (half precision is computed in float32
+and cast back).
+
+Derived in book/geometry/jl-applications.ipynb.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def simhash(
     ``a_k ~ N(0, I_m)`` of ``A: (n_bits, m)`` (returned too when ``return_projection``).
     For two vectors at angle theta each bit differs with probability ``theta / pi``
     (Charikar 2002). A zero row gets all-False bits.
+
+    Derived in book/geometry/jl-applications.ipynb, eq. (jl-applications-wedge).
     """
     _check_matrix("X", X)
     check_positive("n_bits", n_bits, integer=True)
@@ -75,6 +80,8 @@ def packbits(codes: torch.Tensor) -> torch.Tensor:
     """Pack bool codes 8 bits per byte along the last dim, big-endian like ``numpy.packbits``.
 
     ``codes: (..., n)`` bool -> ``(..., ceil(n / 8))`` uint8 (the last byte is zero-padded).
+
+    Used for the Hamming search of book/geometry/jl-applications.ipynb.
     """
     check_tensor("codes", codes)
     if codes.dtype != torch.bool:
@@ -144,6 +151,8 @@ def hamming(
     ``pairwise=True`` -> ``(Na, Nb)`` int64 with ``H[i, j] = #{k : a_ik != b_jk}``;
     ``pairwise=False`` -> ``(N,)`` distances of matching rows (``Na == Nb``).
     The XOR/lookup work runs in row chunks of at most ``max_elements`` 16-bit words.
+
+    Used for the Hamming search of book/geometry/jl-applications.ipynb.
     """
     pa, na = _as_packed("a", a)
     pb, nb = _as_packed("b", b)
@@ -179,6 +188,8 @@ def sign_cosine(hamming_dist: torch.Tensor, n_bits: int, *, dtype: torch.dtype |
 
     ``hamming_dist: (...)`` integer or float -> ``(...)`` floating (default dtype unless
     ``dtype``). In expectation ``s = 1 - 2 theta / pi = (2 / pi) arcsin(cos theta)``.
+
+    Derived in book/geometry/jl-applications.ipynb, eq. (jl-applications-arcsine).
     """
     check_tensor("hamming_dist", hamming_dist)
     check_positive("n_bits", n_bits, integer=True)
@@ -204,6 +215,8 @@ def decode_cosine(s: torch.Tensor) -> torch.Tensor:
     """Invert the arcsine law: ``cos theta ~= sin(pi s / 2)`` for a sign-code cosine ``s``.
 
     ``s: (...)`` floating in [-1, 1] -> ``(...)`` same dtype. Consistent (bias O(1/n_bits)).
+
+    Derived in book/geometry/jl-applications.ipynb, eq. (jl-applications-decode).
     """
     check_tensor("s", s, floating=True)
     if s.numel() and bool((s.abs() > 1 + 1e-6).any()):
@@ -232,6 +245,8 @@ def randomized_svd(
     ``Q = qr(Y)``; ``n_iter`` power iterations ``Q <- qr(M qr(M^T Q))`` (re-orthonormalised
     each half step); ``B = Q^T M = U_B S V^T``; ``U = Q U_B``. Exact when rank(M) <= k +
     oversample; otherwise ``E||M - Q Q^T M|| <= (1 + ...) sigma_{k+1}`` (HMT 2011, Thm 10.5-10.6).
+
+    Derived in book/geometry/jl-applications.ipynb, eq. (jl-applications-hmt).
     """
     _check_matrix("M", M)
     m, n = M.shape
@@ -262,6 +277,8 @@ def pca_project(X: torch.Tensor, k: int, *, center: bool = True) -> torch.Tensor
     ``X: (N, m)`` -> ``(N, k)``: ``Z = (X - mean) V_k = U_k diag(S_k)`` from the thin SVD of
     the centred data (no centring when ``center=False``). Column signs are fixed so the
     largest-magnitude loading of each direction is positive.
+
+    Compared with random projections in book/geometry/jl-applications.ipynb.
     """
     _check_matrix("X", X)
     check_positive("k", k, integer=True)

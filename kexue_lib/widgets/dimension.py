@@ -5,6 +5,7 @@ Knob: ``N`` (log scale), a vocabulary size or a sequence length. One panel: the 
 (:func:`kexue_lib.geometry.entropy_min_dim`) over the whole range of ``N``, reference lines at
 common embedding sizes (word2vec 100/300, ALBERT's 128) and markers at head size 64 for
 sequence lengths 512, 2048 and 8192; a vertical line and a readout at the current ``N``.
+The figure of book/geometry/dimension-formula.ipynb.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def threshold_explorer(
 
     ``N_range``: the slider's range (``2 <= lo < hi``); ``default_N``: its start value;
     ``n_grid``: points of the curves (log-spaced ``N``). The exact curve solves
-    ``2 ln N + h_n = 0`` (equation dimension-formula-rule of the chapter) by interpolating
-    ``h_n`` on a fine grid of ``n`` computed once here; the value at the slider's ``N`` is
-    the Brent root :func:`~kexue_lib.geometry.entropy_min_dim` itself.
+    ``2 ln N + h_n = 0`` (eq. (dimension-formula-rule) of
+    book/geometry/dimension-formula.ipynb) by interpolating ``h_n`` on a fine grid of ``n``
+    computed once here; the value at the slider's ``N`` is the Brent root
+    :func:`~kexue_lib.geometry.entropy_min_dim` itself.
     """
     lo, hi = (float(v) for v in N_range)
     if not (2.0 <= lo < hi and math.isfinite(hi)):

@@ -5,6 +5,8 @@ exact law ``chi^2_n / n`` of the Gaussian projection overlaid, the band ``[1 - e
 and the observed out-of-band mass against the exact tail ``p_{n, eps}``. Right panel: the
 worst pair ``max |r_ij - 1|`` for every target dimension of the slider, against what the
 Chernoff bounds, sklearn's Dasgupta-Gupta rule and the exact union computation promise.
+The figure of book/geometry/jl-theory.ipynb; its curves are eqs. (jl-theory-exact) and
+(jl-theory-union).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ once (at construction) with ``max_bits`` Gaussian hyperplanes; a frame keeps the
 ``n_bits`` of them. Panels: (A) the sign-code cosine ``s = 1 - 2h/n`` against the true
 cosine, with its mean curve ``(2/pi) arcsin(cos theta)`` and the identity; (B) the decoded
 ``sin(pi s / 2)`` against the true cosine; both titles give the RMSE against ``cos theta``.
+The figure of book/geometry/jl-applications.ipynb, eqs. (jl-applications-arcsine) and
+(jl-applications-decode).
 """
 
 from __future__ import annotations
