@@ -1,4 +1,4 @@
-"""Shared pytest set-up: options for the built-book tests, the CUDA skip marker."""
+"""Shared pytest set-up: the CUDA skip marker, seeded generators, built-book options, redraw budgets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def gen(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A seeded generator for test inputs (kexue_lib.make_generator, importable by name)."""
+    from kexue_lib import make_generator
+
+    return make_generator(seed, device)
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    """A fresh CPU generator seeded with 0: tests draw their inputs from it, never the global RNG."""
+    return gen(0)
 
 
 def pytest_addoption(parser):

@@ -23,8 +23,7 @@ from kexue_lib.cost import (
     time_fn,
     transformer_layer_cost,
 )
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.conftest import requires_cuda
 
 
 class ExplicitLayer(nn.Module):

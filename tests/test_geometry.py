@@ -32,8 +32,8 @@ from kexue_lib.geometry import (
     skipgram_entropy_offset,
     skipgram_entropy_offset_laplace,
 )
+from tests.conftest import requires_cuda
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from kexue_lib._core import make_generator
 from kexue_lib.metrics import topk_overlap
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.conftest import requires_cuda
 
 
 def loop_overlap(approx, exact, k):
@@ -72,7 +71,7 @@ def test_integer_scores_and_bad_inputs():
         topk_overlap(torch.randn(1, 2), torch.ones(1, 2, dtype=torch.bool), 1)
 
 
-@needs_cuda
+@requires_cuda
 def test_topk_overlap_cuda():
     g = make_generator(1)
     exact = torch.randn(5, 40, generator=g)

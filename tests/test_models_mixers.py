@@ -30,10 +30,10 @@ from kexue_lib.models.mixers import (
     token_mixing_jacobian,
 )
 from kexue_lib.models.transformer import MultiHeadAttention
+from tests.conftest import requires_cuda
 
 DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-4)}
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _randn(*shape, seed=0, dtype=torch.float64, device="cpu"):
@@ -413,7 +413,7 @@ def test_half_precision_no_nan():
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
 
 
-@cuda
+@requires_cuda
 def test_cuda_mixers():
     dev = torch.device("cuda")
     x = _randn(2, 8, 4, seed=37, dtype=torch.float32, device=dev)

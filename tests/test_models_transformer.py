@@ -20,10 +20,10 @@ from kexue_lib.models.transformer import (
     elu_plus_one,
     sinusoidal_table,
 )
+from tests.conftest import requires_cuda
 
 DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=1e-4, atol=1e-5)}
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _randn(*shape, seed=0, dtype=torch.float64, device="cpu"):
@@ -475,7 +475,7 @@ def test_property_attention_rows_are_convex_combinations(n, heads, seed):
     assert (w.triu(1) == 0).all() and (w >= 0).all()
 
 
-@cuda
+@requires_cuda
 def test_cuda_mha_and_model():
     dev = torch.device("cuda")
     ours, ref = _mha_pair(16, 4, torch.float32)

@@ -12,14 +12,9 @@ from kexue_lib._core import seeded
 from kexue_lib.attention import uniae_mask, unilm_mask
 from kexue_lib.models.vae import UniVAE
 from kexue_lib.vmf import vmf_mean_length
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.conftest import gen, requires_cuda
 
 VOCAB, PAD, CLS, SEP = 16, 0, 1, 2
-
-
-def gen(seed: int, device="cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def make_model(seed=0, **kw) -> UniVAE:

@@ -15,13 +15,9 @@ from kexue_lib._core import seeded
 from kexue_lib.models.vae import VMFVAE, GaussianVAE
 from kexue_lib.training import fit, single_thread
 from kexue_lib.vmf import vmf_kl_to_uniform
-from tests.conftest import requires_cuda
+from tests.conftest import gen, requires_cuda
 
 stats = pytest.importorskip("scipy.stats")
-
-
-def gen(seed: int, device="cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def binary(n, x_dim, seed, dtype=torch.float64):

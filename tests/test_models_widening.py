@@ -27,6 +27,7 @@ from kexue_lib.models.widening import (
     widening_factors,
     widening_scales,
 )
+from tests.conftest import requires_cuda
 
 V, D, H, L, N = 19, 8, 2, 2, 7
 
@@ -482,7 +483,7 @@ def test_bad_inputs():
         widen_model(lin, 2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@requires_cuda
 def test_cuda():
     m = _model("rope", "mlm").cuda()
     toks = _tokens().cuda()

@@ -21,8 +21,7 @@ from kexue_lib.position_encoding import (
     sinusoidal_shift_matrix,
     t5_relative_position_bucket,
 )
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.conftest import requires_cuda
 
 
 def vaswani_loop(n: int, d: int, base: float = 1e4) -> torch.Tensor:

@@ -19,8 +19,7 @@ from kexue_lib.models.position_scores import (
     TransformerXLScore,
     shift_equivariance_error,
 )
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+from tests.conftest import requires_cuda
 
 B, N, D, H = 2, 6, 8, 2
 DH = D // H

@@ -13,13 +13,9 @@ from scipy import stats
 
 from kexue_lib import projection as P
 from kexue_lib.synthetic.vectors import point_cloud
+from tests.conftest import gen, requires_cuda
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DTYPES = [torch.float32, torch.float64]
-
-
-def gen(seed: int, device: str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def brute_condensed(x: torch.Tensor) -> torch.Tensor:
@@ -466,7 +462,7 @@ def test_point_cloud_bad_inputs():
 # --------------------------------------------------------------------------- CUDA
 
 
-@CUDA
+@requires_cuda
 def test_cuda_paths():
     g = gen(19, "cuda")
     for fn in (

@@ -20,9 +20,9 @@ from kexue_lib.sketch import (
     sign_cosine,
     simhash,
 )
+from tests.conftest import requires_cuda
 
 DTYPES = [torch.float32, torch.float64]
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -360,7 +360,7 @@ def test_pca_project_bad_inputs():
 # --------------------------------------------------------------------------- CUDA
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda_paths():
     dev = torch.device("cuda")
     g = make_generator(0)  # a CPU generator drives CUDA inputs too

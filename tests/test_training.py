@@ -106,8 +106,8 @@ def test_fit_bad_input():
         fit(m, _batch, lambda m, x, y: m(x.float()), steps=1, generator=g)
 
 
-def test_masked_accuracy_against_loop():
-    g = make_generator(1)
+def test_masked_accuracy_against_loop(rng):
+    g = rng
     logits = torch.randn(5, 7, 4, generator=g)
     target = torch.randint(0, 4, (5, 7), generator=g)
     target[0, :3] = -100

@@ -21,17 +21,13 @@ from kexue_lib.vmf import (
     vmf_mean_length,
     vmf_rsample,
 )
+from tests.conftest import gen, requires_cuda
 
 stats = pytest.importorskip("scipy.stats")
 special = pytest.importorskip("scipy.special")
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 needs_vmf = pytest.mark.skipif(
     not hasattr(stats, "vonmises_fisher"), reason="scipy >= 1.11 has vonmises_fisher"
 )
-
-
-def gen(seed: int, device="cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def e1(d: int) -> np.ndarray:
