@@ -97,3 +97,17 @@ def test_bibliography_has_one_entry_per_work():
         ids += sorted({f.removeprefix("https://arxiv.org/abs/") for f in found})
     dup = sorted({i for i in ids if ids.count(i) > 1})
     assert dup == [], f"the same work under several keys: {dup}"
+
+
+@pytest.mark.parametrize("nb", _chapters(), ids=lambda p: p.stem)
+def test_chapter_set_up_and_seeding_follow_the_house_style(nb):
+    """The set-up cell picks the device from kexue_lib; randomness goes through generators or
+    kexue_lib.seeded, never a global seed that later cells silently depend on."""
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    setup = "".join(cells[0]["source"])
+    assert "import kexue_lib" in setup and "kexue_lib.default_device()" in setup, (
+        f"{nb.name}: the first code cell should import kexue_lib and set device = kexue_lib.default_device()"
+    )
+    code = "\n".join("".join(c["source"]) for c in cells)
+    bad = re.findall(r"torch\.manual_seed\(|np\.random\.seed\(|torch\.random\.seed\(", code)
+    assert bad == [], f"{nb.name}: global seeding {bad}; use a generator or kexue_lib.seeded(seed)"
