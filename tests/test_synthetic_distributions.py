@@ -144,3 +144,24 @@ def test_cuda_keeps_device():
     assert m.log_marginal(x).device.type == "cuda"
     mean, cov = m.posterior(x)
     assert mean.device.type == "cuda" and cov.device.type == "cuda"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    D=st.integers(1, 6),
+    k=st.integers(1, 4),
+    sigma=st.floats(0.05, 3.0),
+    seed=st.integers(0, 10_000),
+)
+def test_prior_ess_fraction_is_a_fraction_and_matches_the_isotropic_law(D, k, sigma, seed):
+    """0 < E[w]^2 / E[w^2] <= 1 always (Cauchy-Schwarz); with W = I and x = b it is the
+    product of k one-dimensional factors sigma sqrt(2 + sigma^2) / (1 + sigma^2)."""
+    m = _model(D=D, k=k, sigma=sigma, seed=seed)
+    x = m.sample(4, generator=make_generator(seed + 1))
+    frac = m.prior_ess_fraction(x)
+    assert ((frac > 0) & (frac <= 1 + 1e-12)).all()
+    iso = LinearGaussianLVM(torch.eye(k, dtype=torch.float64), None, sigma)
+    b = sigma * math.sqrt(2 + sigma**2) / (1 + sigma**2)
+    assert iso.prior_ess_fraction(torch.zeros(k, dtype=torch.float64)).item() == pytest.approx(
+        b**k, rel=1e-10
+    )
