@@ -1,4 +1,6 @@
-"""The smoothing widget of the zeroth-order chapter (kexue.fm/archives/7737, sheet 17).
+"""Widgets of the estimator chapters: the smoothing widget of the zeroth-order chapter
+(kexue.fm/archives/7737, sheet 17) and the importance-sampling widget of the density-estimation
+chapter (kexue.fm/archives/8791, :func:`importance_explorer`, described there).
 
 A "hard" 1-D objective, the quantised quadratic ``f(x) = step * floor(x^2 / (2 step))`` (a
 staircase under ``x^2 / 2`` whose derivative is zero almost everywhere, like an accuracy), is
@@ -24,11 +26,18 @@ import numpy as np
 import torch
 
 from kexue_lib._core import check_int, check_positive, make_generator, to_numpy64
-from kexue_lib.estimators import zo_grad
+from kexue_lib.estimators import (
+    effective_sample_size,
+    log_mean_exp,
+    self_normalized_weights,
+    zo_grad,
+)
 from kexue_lib.widgets.frontends import Control, Explorer
 
 __all__ = [
     "ESTIMATORS",
+    "PROPOSALS",
+    "importance_explorer",
     "quantised_quadratic",
     "smoothed_quantised_quadratic",
     "smoothing_explorer",
@@ -244,3 +253,180 @@ def smoothing_explorer(
         Control("estimator", list(ESTIMATORS), "baseline f(x)", label="estimator"),
     ]
     return Explorer(controls=controls, compute=compute, draw=draw, figsize=(12.0, 3.8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Importance sampling of log p(x) (kexue.fm/archives/8791)
+
+PROPOSALS = ("prior", "encoder", "posterior")
+_LOG_2PI = math.log(2 * math.pi)
+_PROPOSAL_COLORS = {"prior": "tab:red", "encoder": "tab:blue", "posterior": "tab:green"}
+
+
+def _gaussian_kl(m1, L1, m2, L2) -> float:
+    """``KL(N(m1, L1 L1^T) || N(m2, L2 L2^T))`` in closed form."""
+    A = torch.linalg.solve_triangular(L2, L1, upper=False)
+    d = torch.linalg.solve_triangular(L2, (m1 - m2)[:, None], upper=False)
+    logdet = 2 * (torch.log(torch.diagonal(L2)).sum() - torch.log(torch.diagonal(L1)).sum())
+    return float(0.5 * ((A**2).sum() + (d**2).sum() - len(m1) + logdet))
+
+
+def importance_explorer(
+    *,
+    k: int = 4,
+    D: int = 8,
+    sigma: float = 0.3,
+    n_repeats: int = 200,
+    m_max: int = 512,
+    seed: int = 0,
+) -> Explorer:
+    """Importance-sampling explorer on a linear-Gaussian model with an exact ``log p(x)``.
+
+    Model (:class:`~kexue_lib.synthetic.distributions.LinearGaussianLVM`): ``z ~ N(0, I_k)``,
+    ``x | z ~ N(W z, sigma^2 I_D)`` with ``W`` drawn from ``seed`` (entries ``N(0, 1/k)``); one
+    observation ``x`` is drawn from the model. Three proposals for ``z``: the prior
+    ``N(0, I)``, an "encoder" (the exact posterior with its mean shifted by half a posterior
+    standard deviation in every coordinate and its covariance doubled) and the exact posterior.
+    For each, ``n_repeats`` rows of ``m_max`` log-weights ``log p(x, z) - log r(z)`` are drawn
+    once (float64, common random numbers across ``M``: the estimate at ``M`` uses the first
+    ``M`` of a row).
+
+    Knobs: ``M`` (powers of two up to ``m_max``) and the proposal. Panels: (a) the mean over rows
+    of ``log q_M = log mean_{i<=M} w_i`` against ``M`` for the three proposals, with a band of
+    one standard deviation, the exact ``log p(x)`` and the current ``M``; (b) the histogram of
+    ``log q_M`` over the rows; (c) the self-normalised weights of the first row, sorted, with
+    their effective sample size.
+    """
+    from kexue_lib.synthetic.distributions import LinearGaussianLVM
+
+    check_int("k", k)
+    check_int("D", D)
+    check_positive("sigma", sigma)
+    check_int("n_repeats", n_repeats, minimum=2)
+    check_int("m_max", m_max)
+    if m_max & (m_max - 1):
+        raise ValueError(f"m_max: expected a power of two, got {m_max}")
+    g = make_generator(seed)
+    f64 = torch.float64
+    W = torch.randn(D, k, generator=g, dtype=f64) / math.sqrt(k)
+    model = LinearGaussianLVM(W, None, sigma)
+    x = model.sample(1, generator=g)[0]
+    log_px = float(model.log_marginal(x))
+    mean, cov = model.posterior(x)
+    std = torch.sqrt(torch.diagonal(cov))
+    post_L = torch.linalg.cholesky(cov)
+    eye = torch.eye(k, dtype=f64)
+    dists = {  # (mean, Cholesky factor of the covariance)
+        "prior": (torch.zeros(k, dtype=f64), eye),
+        "encoder": (mean + 0.5 * std, math.sqrt(2.0) * post_L),
+        "posterior": (mean, post_L),
+    }
+    Ms = [2**i for i in range(int(math.log2(m_max)) + 1)]
+    logw, curves, elbos = {}, {}, {}
+    for name, (loc, L) in dists.items():
+        eps = torch.randn(n_repeats, m_max, k, generator=g, dtype=f64)
+        z = loc + eps @ L.T  # a reparameterised draw, from our generator
+        log_r = -0.5 * (eps**2).sum(-1) - torch.log(torch.diagonal(L)).sum() - 0.5 * k * _LOG_2PI
+        lw = model.log_joint(x, z) - log_r
+        logw[name] = lw
+        # log q_M for every prefix length at once: logcumsumexp - log M, then the powers of two
+        cums = torch.logcumsumexp(lw, dim=1) - torch.log(torch.arange(1, m_max + 1, dtype=f64))
+        est = cums[:, [m - 1 for m in Ms]].T  # (len(Ms), R)
+        curves[name] = (to_numpy64(est.mean(1)), to_numpy64(est.std(1)))
+        elbos[name] = log_px - _gaussian_kl(loc, L, mean, post_L)
+    Ms_np = np.array(Ms, dtype=np.float64)
+    lows = [curves[n][0][0] - curves[n][1][0] for n in PROPOSALS]
+    y_lo = max(min(lows), log_px - 40.0)
+    y_range = (y_lo - 0.05 * (log_px - y_lo + 1), log_px + 0.1 * (log_px - y_lo + 1))
+
+    def compute(*, M: int, proposal: str) -> dict:
+        lw = logw[proposal][:, :M]
+        est = to_numpy64(log_mean_exp(lw, dim=1))
+        w1 = to_numpy64(self_normalized_weights(lw[0], dim=0))
+        spread = max(float(est.std()), 1e-3)
+        lo_h, hi_h = float(est.min()) - spread, float(est.max()) + spread
+        hist, edges = np.histogram(est, bins=30, range=(lo_h, hi_h))
+        return {
+            "M": M,
+            "proposal": proposal,
+            "log_px": log_px,
+            "estimates": est,
+            "mean": float(est.mean()),
+            "std": float(est.std()),
+            "hist": hist,
+            "edges": edges,
+            "weights": np.sort(w1)[::-1],
+            "ess": float(effective_sample_size(lw[0], dim=0)),
+            "Ms": Ms_np,
+            "curves": curves,
+            "elbo": elbos[proposal],
+            "elbos": elbos,
+            "y_range": y_range,
+        }
+
+    def title(ax, text: str) -> None:
+        ax.text(0.5, 1.03, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=9)
+
+    def draw(fig, data: dict) -> None:
+        from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+        fig.set_layout_engine("none")
+        axA, axB, axC = fig.subplots(
+            1,
+            3,
+            gridspec_kw={
+                "width_ratios": [1.2, 1, 1],
+                "left": 0.06,
+                "right": 0.99,
+                "bottom": 0.16,
+                "top": 0.8,
+                "wspace": 0.3,
+            },
+        )
+        lp, M, name = data["log_px"], data["M"], data["proposal"]
+        col = _PROPOSAL_COLORS[name]
+        # (a) the bound ladder for the three proposals
+        for p in PROPOSALS:
+            mu_, sd_ = data["curves"][p]
+            lw_ = 2 if p == name else 1
+            axA.plot(Ms_np, mu_, color=_PROPOSAL_COLORS[p], lw=lw_, label=p)
+            axA.fill_between(Ms_np, mu_ - sd_, mu_ + sd_, color=_PROPOSAL_COLORS[p], alpha=0.12)
+        axA.axhline(lp, color="k", ls="--", lw=1)
+        i = int(round(math.log2(M)))
+        axA.plot([M], [data["curves"][name][0][i]], "o", color=col, ms=5)
+        axA.set_xscale("log", base=2)
+        axA.set(xlabel="M (log scale)", ylabel="E log q_M (nats)", ylim=data["y_range"])
+        axA.xaxis.set_major_locator(FixedLocator([1, 8, 64, 512][: 1 + int(math.log2(m_max)) // 3]))
+        axA.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axA.xaxis.set_minor_locator(NullLocator())
+        axA.yaxis.set_major_locator(MaxNLocator(4))
+        for j, p in enumerate(PROPOSALS):  # a text legend: cheaper to draw than a Legend
+            axA.text(0.97, 0.05 + 0.09 * j, p, color=_PROPOSAL_COLORS[p], fontsize=8,
+                     ha="right", transform=axA.transAxes)  # fmt: skip
+        title(axA, f"(a) mean ± sd over {n_repeats} repeats;\ndashed: exact log p(x) = {lp:.2f}")
+        # (b) the spread of the estimate at this M
+        axB.stairs(data["hist"], data["edges"], fill=True, color=col, alpha=0.7)
+        axB.axvline(lp, color="k", ls="--", lw=1)
+        axB.axvline(data["mean"], color=col, lw=1.5)
+        axB.set(xlabel="log q_M (nats)", ylabel="count")
+        axB.set_yticks([])
+        axB.xaxis.set_major_locator(MaxNLocator(3))
+        title(
+            axB,
+            f"(b) {name}, M = {M}: mean {data['mean'] - lp:+.3f},\n"
+            f"sd {data['std']:.3f} nats (relative to log p(x))",
+        )
+        # (c) the normalised weights of one repeat
+        w = data["weights"]
+        axC.step(np.arange(len(w) + 1), np.append(w, 0.0), where="post", color=col, lw=1.5)
+        axC.set(xlabel="sample, sorted by weight", ylabel="normalised weight",
+                xlim=(0, len(w)), ylim=(0, 1.02))  # fmt: skip
+        axC.xaxis.set_major_locator(MaxNLocator(3, integer=True))
+        axC.set_yticks([0.0, 0.5, 1.0])
+        title(axC, f"(c) one repeat: ESS = {data['ess']:.1f} of M = {M}")
+
+    controls = [
+        Control("M", Ms, min(16, m_max), label="M"),
+        Control("proposal", list(PROPOSALS), "encoder", label="proposal"),
+    ]
+    return Explorer(controls=controls, compute=compute, draw=draw, figsize=(11.0, 3.6))
