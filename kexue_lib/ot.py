@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from kexue_lib._core import (
@@ -31,6 +32,7 @@ __all__ = [
     "c_transform_dual",
     "cost_matrix",
     "exact_ot",
+    "gaussian_batch_ratio",
     "gradient_penalty",
     "kmeans",
     "sinkhorn",
@@ -284,3 +286,32 @@ def kmeans(
         centers[filled] = sums[filled] / counts[filled, None]
     labels = pairwise_sq_dists(x, centers).argmin(dim=1)
     return centers, labels
+
+
+def gaussian_batch_ratio(
+    dim: int,
+    batch: int,
+    *,
+    reps: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> dict:
+    """Batch-to-batch ``W_1`` against batch-to-mean ``W_1`` for ``N(0, I_dim)`` data.
+
+    Draws ``reps`` independent pairs of batches ``x, y`` of size ``batch`` and returns a dict of
+    float64 numpy arrays: ``"bb"`` (``exact_ot(x, y)``), ``"bm"`` (``w1_to_point(x, 0)``, the
+    single atom at the true mean) and ``"ratio"`` (their quotient), one entry per pair.
+    """
+    check_int("dim", dim)
+    check_int("batch", batch)
+    check_int("reps", reps)
+    device = generator.device if generator is not None else None
+    bb, bm = [], []
+    zero = torch.zeros(dim, dtype=dtype, device=device)
+    for _ in range(reps):
+        xy = torch.randn(2 * batch, dim, generator=generator, dtype=dtype, device=device)
+        x, y = xy[:batch], xy[batch:]
+        bb.append(float(exact_ot(x, y)[0]))
+        bm.append(float(w1_to_point(x, zero)))
+    bb_a, bm_a = np.asarray(bb), np.asarray(bm)
+    return {"bb": bb_a, "bm": bm_a, "ratio": bb_a / bm_a}
