@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from kexue_lib import ot as O
 from kexue_lib._core import make_generator
+from tests.conftest import requires_cuda
 
 pot = pytest.importorskip("ot")
 
@@ -265,3 +266,20 @@ def test_bad_input():
         O.w1_to_point(x, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(TypeError, match=r"^critic\b"):
         O.c_transform_dual(3, x, x)
+
+
+@requires_cuda
+def test_cuda_tensors_stay_on_the_device():
+    dev = torch.device("cuda")
+    x = torch.randn(16, 5, generator=make_generator(0, dev), device=dev)
+    y = torch.randn(16, 5, generator=make_generator(1, dev), device=dev)
+    value, perm = O.exact_ot(x, y)
+    assert value.device.type == "cuda" and perm.device.type == "cuda"
+    ref = O.exact_ot(x.cpu().double(), y.cpu().double())[0].item()
+    assert value.item() == pytest.approx(ref, rel=1e-5)
+    s = O.sinkhorn(x, y, 0.05, n_iter=300)
+    assert s.device.type == "cuda" and torch.isfinite(s)
+    gp = O.gradient_penalty(torch.nn.Linear(5, 1).to(dev), x, y, generator=make_generator(2, dev))
+    assert gp.device.type == "cuda"
+    centers, labels = O.kmeans(x, 3, generator=make_generator(3, dev))
+    assert centers.device.type == "cuda" and labels.device.type == "cuda"
