@@ -12,6 +12,10 @@ Layouts of the ``d/2`` rotation pairs:
 * ``"half"`` — pairs ``(x_i, x_{i + d/2})`` (GPT-NeoX / LLaMA ``rotate_half``).
 
 They are the same map up to a fixed permutation applied to both q and k.
+
+Derivations: chapter ``book/positions/rope-2d.ipynb`` ("Rotary position embedding in one and
+two dimensions"), equations (rope-2d-relative), (rope-2d-elementwise), (rope-2d-abel) and
+(rope-2d-envelope) for 1-D RoPE, (rope-2d-exp2d) and (rope-2d-R2d) for 2-D RoPE.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def rope_cos_sin(
     ``theta_i = base^(-2i/d)`` unless ``freqs: (d//2,)`` is given (e.g. a trainable ladder;
     gradients flow through it). Interleaved layout repeats each angle twice adjacently,
     half layout is ``cat([a, a])``. Angles are formed in float32 (float64 when ``dtype`` is
-    float64); only cos/sin are cast to ``dtype``. ``device`` defaults to ``positions``'s.
+    float64); only cos/sin are cast to ``dtype`` (the rope-2d chapter shows what bf16 angles
+    do). ``device`` defaults to ``positions``'s.
     """
     check_tensor("positions", positions)
     if positions.is_complex() or positions.dtype == torch.bool:
@@ -109,7 +114,8 @@ def rotate_pairs(x: torch.Tensor, *, layout: str = "interleaved") -> torch.Tenso
     """Rotate every pair by +90°: ``(..., d) -> (..., d)``.
 
     Interleaved: ``(-x_1, x_0, -x_3, x_2, ...)``; half: ``cat([-x[d/2:], x[:d/2]])``.
-    So ``R_m x = x * cos + rotate_pairs(x) * sin`` (the post's efficient form).
+    So ``R_m x = x * cos + rotate_pairs(x) * sin``, eq. (rope-2d-elementwise) of the
+    rope-2d chapter.
     """
     check_tensor("x", x)
     _check_layout(layout)
@@ -138,6 +144,7 @@ def apply_rope(
     ``x.shape[:-1]`` (integers or reals); default ``arange(n)``. ``offset`` is added to the
     positions (KV-cache decoding: new queries sit at ``offset + t``). ``freqs: (d//2,)``
     replaces the ladder ``base^(-2i/d)``. Output keeps ``x``'s dtype and device.
+    Derived in the rope-2d chapter, eqs. (rope-2d-relative) and (rope-2d-elementwise).
     """
     check_tensor("x", x, floating=True)
     if x.dim() < 2:
@@ -184,7 +191,7 @@ def rope_matrix(
 
     Interleaved: block-diagonal with 2×2 blocks ``[[cos mθ_i, −sin mθ_i], [sin mθ_i, cos mθ_i]]``;
     half: the same blocks on coordinates ``(i, i + d/2)``. ``R_m x`` (as ``R @ x``) equals
-    :func:`apply_rope` at position ``m``.
+    :func:`apply_rope` at position ``m``. Eq. (rope-2d-relative) of the rope-2d chapter.
     """
     if isinstance(m, torch.Tensor):
         if m.numel() != 1:
@@ -212,7 +219,8 @@ def rope_decay_envelope(delta, d: int, *, base: float = 1e4) -> torch.Tensor:
 
     ``delta``: number or tensor ``(...)`` of relative positions ``n − m`` -> float64 ``(...)``
     on ``delta``'s device. It multiplies ``max_i |h_{i+1} − h_i|`` in the Abel-summation
-    bound ``|(R_m q)^T (R_n k)| <= max_i |h_{i+1} − h_i| · Σ_j |S_j|``: an envelope, not a score.
+    bound ``|(R_m q)^T (R_n k)| <= max_i |h_{i+1} − h_i| · Σ_j |S_j|``: an envelope, not a score
+    (rope-2d chapter, eqs. (rope-2d-abel) and (rope-2d-envelope)).
     """
     check_dim_even("d", d)
     if isinstance(delta, torch.Tensor):
@@ -239,7 +247,7 @@ class Rotary(nn.Module):
 
     Holds the ladder ``theta: (d_head//2,)`` (float32, initialised at ``base^(-2i/d)``) as a
     buffer, or as a trainable ``nn.Parameter`` when ``learnable=True`` (the post's question
-    whether the ladder moves during training).
+    whether the ladder moves during training; the rope-2d chapter trains both).
     """
 
     def __init__(
@@ -296,7 +304,8 @@ def apply_rope_2d(
     ``x`` coordinate, the last ``d/2`` with ``y``; both use the ``d/2``-dim ladder
     ``θ_i = base^(−4i/d)``, ``i < d/4``. ``split="blocks4"``: the same rotations arranged
     as 4-dim blocks ``[x-pair_i, y-pair_i]`` per frequency (the post's 4×4 block
-    ``exp(θ_i (x J ⊕ y J))`` repeated). Then ``(R_{p} q)^T (R_{p'} k) = q^T R_{p'−p} k``.
+    ``exp(θ_i (x J ⊕ y J))`` repeated). Then ``(R_{p} q)^T (R_{p'} k) = q^T R_{p'−p} k``
+    (rope-2d chapter, eq. (rope-2d-R2d)).
     """
     check_tensor("x", x, floating=True)
     if x.dim() < 2:
@@ -325,7 +334,8 @@ def apply_rope_2d(
 def rope2d_generators(theta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The commuting skew generators ``B1 = θ (J ⊕ 0)``, ``B2 = θ (0 ⊕ J)``: two ``(4, 4)`` float64.
 
-    ``J = [[0, −1], [1, 0]]``; ``R_{x,y} = exp(x B1 + y B2)`` is the post's 2-D RoPE block.
+    ``J = [[0, −1], [1, 0]]``; ``R_{x,y} = exp(x B1 + y B2)`` is the 2-D RoPE block of the
+    rope-2d chapter, eqs. (rope-2d-exp2d) and (rope-2d-R2d).
     """
     check_positive("theta", theta)
     J = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64) * float(theta)
@@ -336,7 +346,8 @@ def rope2d_generators(theta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
 def rope2d_matrix(x, y, theta: float = 1.0) -> torch.Tensor:
     """``R_{x,y} = exp(x B1 + y B2)`` via ``torch.linalg.matrix_exp`` in float64: ``(4, 4)``.
 
-    ``x, y``: numbers or tensors of one shape ``(...)`` -> ``(..., 4, 4)``.
+    ``x, y``: numbers or tensors of one shape ``(...)`` -> ``(..., 4, 4)``. Eq. (rope-2d-R2d)
+    of the rope-2d chapter.
     """
     B1, B2 = rope2d_generators(theta)
     xt = torch.as_tensor(x, dtype=torch.float64)
@@ -354,7 +365,8 @@ def recover_position_2d(R: torch.Tensor, theta: float = 1.0) -> tuple[torch.Tens
     """Invert ``R_{x,y}``: ``(..., 4, 4) -> (x, y)`` each ``(...)``, float64.
 
     ``xθ = atan2(R[1,0], R[0,0])`` and ``yθ = atan2(R[3,2], R[2,2])`` taken in ``[0, 2π)``, so
-    positions are recovered modulo ``2π/θ`` (unique on grids smaller than that).
+    positions are recovered modulo ``2π/θ`` (unique on grids smaller than that): the
+    invertibility requirement (rope-2d-requirements) of the rope-2d chapter.
     """
     check_tensor("R", R, floating=True)
     if R.dim() < 2 or R.shape[-2:] != (4, 4):
@@ -372,7 +384,8 @@ def commutant_dimension(B: torch.Tensor, *, rtol: float = 1e-9) -> int:
 
     The null space of the linear map ``C ↦ BC − CB`` restricted to the ``k(k−1)/2`` basis
     ``E_ab − E_ba`` of skew matrices, computed from singular values (float64, relative
-    tolerance ``rtol``). For a 2-D RoPE it counts the generators that commute with ``B``.
+    tolerance ``rtol``). For a 2-D RoPE it counts the generators that commute with ``B``
+    (the so(3) / so(4) argument of the rope-2d chapter).
     """
     check_tensor("B", B, floating=True)
     if B.dim() != 2 or B.shape[0] != B.shape[1] or B.shape[0] < 2:

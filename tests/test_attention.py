@@ -404,6 +404,19 @@ def test_linear_attention_rope_variants_vs_rotation_matrix_loop(variant, causal)
     torch.testing.assert_close(out[0], ref)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), shift=st.integers(-500, 500))
+def test_cosine_rope_variant_is_a_shift_invariant_distribution(seed, shift):
+    n, d = 9, 6
+    q, k = rand(2, n, d, seed=seed), rand(2, n, d, seed=seed + 1)
+    pos = torch.arange(n)
+    A = linear_attention_weights(q, k, rope_positions=pos, rope_variant="cosine", eps=0.0)
+    assert (A >= 0).all()
+    torch.testing.assert_close(A.sum(-1), torch.ones(2, n, dtype=torch.float64))
+    B = linear_attention_weights(q, k, rope_positions=pos + shift, rope_variant="cosine", eps=0.0)
+    torch.testing.assert_close(A, B, rtol=1e-9, atol=1e-12)  # relative positions only
+
+
 def test_linear_attention_half_precision_no_nan():
     q, k, v = (rand(1, 2, 300, 16, seed=s, scale=8.0) for s in (34, 35, 36))
     for dt in (torch.bfloat16, torch.float16):

@@ -306,6 +306,14 @@ def test_abel_bound_holds(seed, delta):
     score = q @ rope_matrix(delta, d) @ k
     qc, kc = torch.complex(q[0::2], q[1::2]), torch.complex(k[0::2], k[1::2])
     h = torch.cat([qc * kc.conj(), torch.zeros(1, dtype=torch.complex128)])
+    # the exact summation-by-parts identity first (a loose bound would hide a wrong factor)
+    theta = 1e4 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    e = torch.polar(torch.ones_like(theta), -delta * theta)
+    lhs = (h[:-1] * e).sum()
+    rhs = -(e.cumsum(0) * (h[1:] - h[:-1])).sum()
+    assert abs(lhs.real.item() - score.item()) < 1e-10
+    assert abs((lhs - rhs).item()) < 1e-10
+    assert abs(e.cumsum(0).abs().sum().item() - rope_decay_envelope(delta, d).item() * d / 2) < 1e-9
     bound = (h[1:] - h[:-1]).abs().max() * rope_decay_envelope(delta, d) * (d / 2)
     assert abs(score.item()) <= bound.item() + 1e-9
 

@@ -2,7 +2,9 @@
 
 Knobs: the query position ``m``, the key position ``n``, a common ``shift`` added to both
 (moving it spins every arrow but changes no score), the frequency pair ``pair`` shown on
-the unit circle and the ladder's ``base``.
+the unit circle and the ladder's ``base``. The figure of chapter
+``book/positions/rope-2d.ipynb``, which derives eqs. (rope-2d-relative) and (rope-2d-envelope)
+drawn in its panels.
 """
 
 from __future__ import annotations
