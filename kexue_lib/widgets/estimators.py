@@ -32,7 +32,7 @@ from kexue_lib.estimators import (
     self_normalized_weights,
     zo_grad,
 )
-from kexue_lib.widgets.frontends import Control, Explorer
+from kexue_lib.widgets.frontends import Control, Explorer, axes_title
 
 __all__ = [
     "ESTIMATORS",
@@ -364,9 +364,6 @@ def importance_explorer(
             "y_range": y_range,
         }
 
-    def title(ax, text: str) -> None:
-        ax.text(0.5, 1.03, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=9)
-
     def draw(fig, data: dict) -> None:
         from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
@@ -403,7 +400,9 @@ def importance_explorer(
         for j, p in enumerate(PROPOSALS):  # a text legend: cheaper to draw than a Legend
             axA.text(0.97, 0.05 + 0.09 * j, p, color=_PROPOSAL_COLORS[p], fontsize=8,
                      ha="right", transform=axA.transAxes)  # fmt: skip
-        title(axA, f"(a) mean ± sd over {n_repeats} repeats;\ndashed: exact log p(x) = {lp:.2f}")
+        axes_title(
+            axA, f"(a) mean ± sd over {n_repeats} repeats;\ndashed: exact log p(x) = {lp:.2f}"
+        )
         # (b) the spread of the estimate at this M
         axB.stairs(data["hist"], data["edges"], fill=True, color=col, alpha=0.7)
         axB.axvline(lp, color="k", ls="--", lw=1)
@@ -411,7 +410,7 @@ def importance_explorer(
         axB.set(xlabel="log q_M (nats)", ylabel="count")
         axB.set_yticks([])
         axB.xaxis.set_major_locator(MaxNLocator(3))
-        title(
+        axes_title(
             axB,
             f"(b) {name}, M = {M}: mean {data['mean'] - lp:+.3f},\n"
             f"sd {data['std']:.3f} nats (relative to log p(x))",
@@ -423,7 +422,7 @@ def importance_explorer(
                 xlim=(0, len(w)), ylim=(0, 1.02))  # fmt: skip
         axC.xaxis.set_major_locator(MaxNLocator(3, integer=True))
         axC.set_yticks([0.0, 0.5, 1.0])
-        title(axC, f"(c) one repeat: ESS = {data['ess']:.1f} of M = {M}")
+        axes_title(axC, f"(c) one repeat: ESS = {data['ess']:.1f} of M = {M}")
 
     controls = [
         Control("M", Ms, min(16, m_max), label="M"),

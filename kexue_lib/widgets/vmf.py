@@ -29,7 +29,7 @@ from kexue_lib.vmf import (
     vmf_kl_to_uniform,
     vmf_mean_length,
 )
-from kexue_lib.widgets.frontends import Control, Explorer
+from kexue_lib.widgets.frontends import Control, Explorer, axes_title
 
 __all__ = ["DIMS", "concentration_explorer"]
 
@@ -108,10 +108,6 @@ def concentration_explorer(
     kl_top = {d: 5 * float(kl_curves[d].max()) for d in DIMS}
     x_ticks = [v for v in (0.1, 1.0, 10.0, 100.0, 1000.0) if lo <= v <= hi]
 
-    def title(ax, text: str) -> None:
-        # axes text, not set_title: title placement checks every tick label (a third of a redraw)
-        ax.text(0.5, 1.03, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=9)
-
     def draw(fig, data: dict) -> None:
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
@@ -137,7 +133,7 @@ def concentration_explorer(
         axA.plot([1], [0], "k+", ms=8)
         axA.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal", xticks=[], yticks=[])
         axA.axis("off")
-        title(axA, f"(a) {data['n_samples']} draws, axes μ·x and e·x\n"
+        axes_title(axA, f"(a) {data['n_samples']} draws, axes μ·x and e·x\n"
                    f"red: E[x] = A_d(κ) μ, A = {data['mean_length']:.3f}")  # fmt: skip
         # (b) cosine histogram and its density (red)
         g = data["grid"]
@@ -147,7 +143,7 @@ def concentration_explorer(
         axB.set(xlabel="w = μ·x", ylabel="density (linear)", xlim=(g[0], 1.0), ylim=(0, top))
         axB.xaxis.set_major_locator(FixedLocator(np.round(np.linspace(g[0], 1.0, 4), 3)))
         axB.set_yticks([])  # the shape is the point; its scale changes by orders with kappa
-        title(axB, f"(b) the cosine w, d = {d}, κ = {kappa:.3g}\n"
+        axes_title(axB, f"(b) the cosine w, d = {d}, κ = {kappa:.3g}\n"
                    "red: ∝ exp(κw)(1−w²)^((d−3)/2)")  # fmt: skip
         # (c) the constant KL
         axC.loglog(data["kappas"], data["kl_curve"], color="tab:purple")
@@ -160,7 +156,7 @@ def concentration_explorer(
         for axis in (axC.xaxis, axC.yaxis):
             axis.set_major_formatter(plain)
             axis.set_minor_locator(NullLocator())
-        title(axC, f"(c) KL(vMF ‖ uniform) = {data['kl']:.3f} nats, every μ\n"
+        axes_title(axC, f"(c) KL(vMF ‖ uniform) = {data['kl']:.3f} nats, every μ\n"
                    "dotted: κ²/(2d), the small-κ law")  # fmt: skip
 
     controls = [
