@@ -209,7 +209,8 @@ def entropy_normalize(
     - ``"safeguarded"`` (default; ``n_iter`` default 30): Newton on ``beta = log gamma`` for
       ``H(softmax(e^beta log p)) = H*``, slope ``dH/dbeta = -gamma^2 Var_gamma[log p]``, steps
       clipped to ``|d beta| <= 2``, and bisection on a bracket ``[beta_lo, beta_hi]`` (initially
-      ``gamma in [1e-6, 1e6]``) whenever the Newton point leaves it. It always converges (to the
+      ``gamma in [1e-6, 1e6]``) whenever the Newton point leaves it or is not at least half the
+      step before last (rtsafe's rule against oscillating across the inflection). It always converges (to the
       bracket bound for targets the clamp cannot reach: ties at the maximum, or a target within
       ~1e-12 of the ends). The result is differentiable w.r.t. the logits and the target with the
       implicit-function gradient ``d beta*/d x = -(dH/dx) / (dH/dbeta)``.
@@ -287,6 +288,11 @@ def entropy_normalize(
         lo = torch.full_like(h_max, _BETA_MIN)
         hi = torch.full_like(h_max, _BETA_MAX)
         beta = torch.zeros_like(h_max)
+        # sizes of the last two steps (as in Numerical Recipes' rtsafe): a Newton step must at
+        # least halve the step before last, or Newton is oscillating across the inflection of
+        # the sigmoid-like H(beta) and bisection takes over
+        dx_last = hi - lo
+        dx_before = hi - lo
         for _ in range(n_iter):
             _, h, var = _stats(ell_c, mask, beta.exp().unsqueeze(d), d)
             f = h - t_c
@@ -301,8 +307,13 @@ def entropy_normalize(
             inside = torch.where(
                 step == raw, (cand >= lo) & (cand <= hi), (cand > lo) & (cand < hi)
             )
-            ok = torch.isfinite(cand) & (slope < 0) & inside
-            beta = torch.where(f == 0, beta, torch.where(ok, cand, (lo + hi) / 2))
+            # (steps at rounding level are always fine: they are how Newton stops)
+            tiny = 1e-6 * (1 + beta.abs())
+            fast = step.abs() <= torch.maximum(0.5 * dx_before, tiny)
+            ok = torch.isfinite(cand) & (slope < 0) & inside & fast
+            new = torch.where(f == 0, beta, torch.where(ok, cand, (lo + hi) / 2))
+            dx_before, dx_last = dx_last, (new - beta).abs()
+            beta = new
         # implicit-function gradient: the value stays beta*, the graph gives d beta*/d(ell, target)
         gamma_c = beta.exp().unsqueeze(d)
         _, h, var = _stats(ell, mask, gamma_c, d)
