@@ -75,13 +75,17 @@ def _family(ell: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, dim: int
 
 
 def _stats(ell, mask, gamma, dim):
-    """``(log q, H, Var_q[ell])`` for ``q = softmax(gamma ell)``; ``gamma`` keeps ``dim``."""
-    q_log = _family(ell, mask, gamma, dim)
-    q = torch.where(mask, q_log.exp(), torch.zeros_like(q_log))
-    h = _entropy_of_log(q_log, mask, dim)
-    e0 = torch.where(mask, ell, torch.zeros_like(ell))
+    """``(log q, H, Var_q[ell])`` for ``q = softmax(gamma ell)``; ``gamma`` keeps ``dim``.
+
+    The solvers' inner loop: few passes, scalar fills (no ``zeros_like``), masked entries
+    held at a finite 0 so that ``q = 0`` there never meets an infinity.
+    """
+    e0 = torch.where(mask, ell, 0.0)
+    q_log = torch.log_softmax((gamma * e0).masked_fill(~mask, -math.inf), dim=dim)
+    q = q_log.exp()
+    h = -(q * torch.where(mask, q_log, 0.0)).sum(dim)
     mean = (q * e0).sum(dim, keepdim=True)
-    var = (q * torch.where(mask, e0 - mean, torch.zeros_like(e0)) ** 2).sum(dim)
+    var = (q * (e0 - mean) ** 2).sum(dim)
     return q_log, h, var
 
 
