@@ -75,13 +75,17 @@ def _family(ell: torch.Tensor, mask: torch.Tensor, gamma: torch.Tensor, dim: int
 
 
 def _stats(ell, mask, gamma, dim):
-    """``(log q, H, Var_q[ell])`` for ``q = softmax(gamma ell)``; ``gamma`` keeps ``dim``."""
-    q_log = _family(ell, mask, gamma, dim)
-    q = torch.where(mask, q_log.exp(), torch.zeros_like(q_log))
-    h = _entropy_of_log(q_log, mask, dim)
-    e0 = torch.where(mask, ell, torch.zeros_like(ell))
+    """``(log q, H, Var_q[ell])`` for ``q = softmax(gamma ell)``; ``gamma`` keeps ``dim``.
+
+    The solvers' inner loop: few passes, scalar fills (no ``zeros_like``), masked entries
+    held at a finite 0 so that ``q = 0`` there never meets an infinity.
+    """
+    e0 = torch.where(mask, ell, 0.0)
+    q_log = torch.log_softmax((gamma * e0).masked_fill(~mask, -math.inf), dim=dim)
+    q = q_log.exp()
+    h = -(q * torch.where(mask, q_log, 0.0)).sum(dim)
     mean = (q * e0).sum(dim, keepdim=True)
-    var = (q * torch.where(mask, e0 - mean, torch.zeros_like(e0)) ** 2).sum(dim)
+    var = (q * (e0 - mean) ** 2).sum(dim)
     return q_log, h, var
 
 
@@ -209,7 +213,8 @@ def entropy_normalize(
     - ``"safeguarded"`` (default; ``n_iter`` default 30): Newton on ``beta = log gamma`` for
       ``H(softmax(e^beta log p)) = H*``, slope ``dH/dbeta = -gamma^2 Var_gamma[log p]``, steps
       clipped to ``|d beta| <= 2``, and bisection on a bracket ``[beta_lo, beta_hi]`` (initially
-      ``gamma in [1e-6, 1e6]``) whenever the Newton point leaves it. It always converges (to the
+      ``gamma in [1e-6, 1e6]``) whenever the Newton point leaves it or is not at least half the
+      step before last (rtsafe's rule against oscillating across the inflection). It always converges (to the
       bracket bound for targets the clamp cannot reach: ties at the maximum, or a target within
       ~1e-12 of the ends). The result is differentiable w.r.t. the logits and the target with the
       implicit-function gradient ``d beta*/d x = -(dH/dx) / (dH/dbeta)``.
@@ -287,6 +292,11 @@ def entropy_normalize(
         lo = torch.full_like(h_max, _BETA_MIN)
         hi = torch.full_like(h_max, _BETA_MAX)
         beta = torch.zeros_like(h_max)
+        # sizes of the last two steps (as in Numerical Recipes' rtsafe): a Newton step must at
+        # least halve the step before last, or Newton is oscillating across the inflection of
+        # the sigmoid-like H(beta) and bisection takes over
+        dx_last = hi - lo
+        dx_before = hi - lo
         for _ in range(n_iter):
             _, h, var = _stats(ell_c, mask, beta.exp().unsqueeze(d), d)
             f = h - t_c
@@ -301,8 +311,13 @@ def entropy_normalize(
             inside = torch.where(
                 step == raw, (cand >= lo) & (cand <= hi), (cand > lo) & (cand < hi)
             )
-            ok = torch.isfinite(cand) & (slope < 0) & inside
-            beta = torch.where(f == 0, beta, torch.where(ok, cand, (lo + hi) / 2))
+            # (steps at rounding level are always fine: they are how Newton stops)
+            tiny = 1e-6 * (1 + beta.abs())
+            fast = step.abs() <= torch.maximum(0.5 * dx_before, tiny)
+            ok = torch.isfinite(cand) & (slope < 0) & inside & fast
+            new = torch.where(f == 0, beta, torch.where(ok, cand, (lo + hi) / 2))
+            dx_before, dx_last = dx_last, (new - beta).abs()
+            beta = new
         # implicit-function gradient: the value stays beta*, the graph gives d beta*/d(ell, target)
         gamma_c = beta.exp().unsqueeze(d)
         _, h, var = _stats(ell, mask, gamma_c, d)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kexue_lib._core import make_generator
@@ -20,8 +20,8 @@ from kexue_lib.entropy import (
     entropy_normalize,
     power_transform,
 )
+from tests.conftest import requires_cuda
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 FLOATS = [torch.float64, torch.float32]
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
@@ -176,6 +176,66 @@ def test_entropy_derivative_identity_vs_autograd(dtype):
         _np_entropy_of_power(p.numpy(), 1 + 1e-6) - _np_entropy_of_power(p.numpy(), 1 - 1e-6)
     ) / 2e-6
     assert abs(slope - fd) < 1e-6 * abs(fd)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-6, 6), min_size=2, max_size=15, unique=True))
+def test_entropy_is_monotone_in_gamma_with_both_limits(vals):
+    o = torch.tensor(vals, dtype=torch.float64)
+    n = len(vals)
+    srt = torch.sort(o, descending=True).values
+    gap = (srt[0] - srt[1]).item()
+    assume(gap > 1e-3)
+    gammas = torch.cat([torch.zeros(1, dtype=torch.float64), torch.logspace(-3, 3, 61)])
+    curve = entropy_curve(o, gammas)
+    assert (curve.diff() <= 1e-12).all()  # dH/dgamma = -gamma Var <= 0
+    assert abs(curve[0].item() - math.log(n)) < 1e-12  # gamma = 0: uniform
+    # gamma -> 0: T_gamma(p) -> uniform, |q_i - 1/n| = O(gamma * spread of log p)
+    q0 = power_transform(o, 1e-9)
+    assert (q0 - 1 / n).abs().max() < 1e-7
+    # gamma -> inf: one-hot on the argmax, 1 - q_max <= (n - 1) exp(-gamma * gap)
+    big = 40.0 / gap
+    qi = power_transform(o, big)
+    assert qi[o.argmax()].item() > 1 - (n - 1) * math.exp(-40) - 1e-15
+    assert entropy_curve(o, torch.tensor([big], dtype=torch.float64)).item() < 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.floats(-6, 6), min_size=2, max_size=12, unique=True),
+    st.floats(0.0, 1.0),
+)
+def test_safeguarded_hits_any_legal_target_and_keeps_order(vals, ratio):
+    o = torch.tensor(vals, dtype=torch.float64)
+    q, gm = entropy_normalize(logits=o, target_ratio=ratio, return_gamma=True)
+    assert torch.isfinite(q).all() and gm.item() > 0
+    target = ratio * math.log(len(vals))
+    # reachable targets are hit; the two ends are only approached inside gamma in [1e-6, 1e6]
+    h_lo = entropy_curve(o, torch.tensor([1e6], dtype=torch.float64)).item()
+    h_hi = entropy_curve(o, torch.tensor([1e-6], dtype=torch.float64)).item()
+    err = abs(entropy(q).item() - min(max(target, h_lo), h_hi))
+    assert err < 1e-9, (err, target, h_lo, h_hi)
+    # order kept: the largest logit still carries the most mass, ranks never swap
+    order = torch.argsort(o)
+    assert (q[order].diff() >= 0).all()
+
+
+def test_first_newton_step_error_is_quadratic_with_the_predicted_constant():
+    """The post's one-step gamma_1 = 1 + (H* - H) / (H^2 - sum p (log p)^2) is a Newton step:
+    gamma_1 - gamma* = H''(1) / (2 H'(1)^3) * delta^2 + O(delta^3), delta = H* - H(1), with
+    H' = -Var[log p], H'' = -Var[log p] - kappa_3[log p] (third central moment), all under p."""
+    p = _dirichlet((20,), 1.0, seed=21)
+    lp = np.log(p.numpy())
+    w = p.numpy()
+    h1 = -(w * lp).sum()
+    c = lp - (w * lp).sum()
+    var, k3 = (w * c**2).sum(), (w * c**3).sum()
+    const = (-var - k3) / (2 * (-var) ** 3)
+    for delta in (-2e-3, 1e-3, 2e-3):
+        _, g1 = entropy_newton_step(p, h1 + delta)
+        g_star = math.exp(_np_brentq_gamma(p.numpy(), h1 + delta))
+        ratio = (g1.item() - g_star) / delta**2
+        assert abs(ratio / const - 1) < 0.02, (delta, ratio, const)
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -421,7 +481,7 @@ def test_entropy_rejects_non_distributions():
         )
 
 
-@needs_cuda
+@requires_cuda
 def test_cuda():
     dev = torch.device("cuda")
     p = _dirichlet((64, 128), 0.5, seed=15).to(dev)

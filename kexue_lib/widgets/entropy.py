@@ -149,22 +149,32 @@ def normalisation_explorer(*, n_max: int = 200, n_iter_max: int = 10, seed: int 
         # (a) sorted bars as two filled step outlines (one artist each: fast for n = 200)
         n = data["n"]
         edges = np.arange(n + 1) + 0.5
-        axA.stairs(data["p_sorted"], edges, fill=True, color="0.75", label="original p")
+        from matplotlib.patches import StepPatch
+
+        # StepPatch through add_artist: Axes.stairs would scan every vertex for the data limits,
+        # which are set explicitly below anyway
+        axA.add_artist(
+            StepPatch(data["p_sorted"], edges, fill=True, color="0.75", label="original p")
+        )
         if not data["failed"]:
-            axA.stairs(
-                data["q_sorted"],
-                edges,
-                color="tab:blue",
-                lw=1.5,
-                label="normalised p̃ = softmax(γ log p)",
+            axA.add_artist(
+                StepPatch(
+                    data["q_sorted"],
+                    edges,
+                    color="tab:blue",
+                    lw=1.5,
+                    label="normalised p̃ = softmax(γ log p)",
+                )
             )
         elif data["reversed"]:
-            axA.stairs(
-                data["q_sorted"],
-                edges,
-                color="tab:red",
-                lw=1.5,
-                label="raw Newton: γ < 0, order reversed",
+            axA.add_artist(
+                StepPatch(
+                    data["q_sorted"],
+                    edges,
+                    color="tab:red",
+                    lw=1.5,
+                    label="raw Newton: γ < 0, order reversed",
+                )
             )
         else:
             axA.text(
