@@ -1,6 +1,6 @@
 """Softmax and linear attention, kernel feature maps and attention masks.
 
-Conventions (LIBRARY-MAP §0): per-head tensors are ``(B, h, n, d)`` (any leading dims work);
+Conventions (the whole book; derived in book/positions/): per-head tensors are ``(B, h, n, d)`` (any leading dims work);
 masks are bool with True = may attend, shape ``(n_q, n_k)`` or ``(B, n_q, n_k)`` (broadcast
 over heads) or ``(B, h, n_q, n_k)``; a Performer projection ``omega`` is ``(m, d)`` and is
 applied as ``x @ omega.T``. Every function keeps the caller's device; accumulations (scores,

@@ -1,6 +1,6 @@
 """Rotary position embedding (RoPE), 1-D and 2-D, as elementwise operations (no matrices).
 
-Convention (LIBRARY-MAP §0): ``theta_i = base^(-2i/d)`` from
+Convention (book/positions/rope-2d.ipynb, the whole book): ``theta_i = base^(-2i/d)`` from
 :func:`kexue_lib.position_encoding.sinusoidal_frequencies`; the score of a query at
 position ``m`` with a key at position ``n`` is ``(R_m q)^T (R_n k) = q^T R_{n-m} k``
 (relative position = key − query). Angles ``m * theta_i`` are formed in float32 at least

@@ -1,6 +1,6 @@
 """The von Mises-Fisher (vMF) distribution on the unit sphere: normaliser, KL, sampling.
 
-Notation (LIBRARY-MAP §0; kexue.fm 8404 and 8475): ``d`` is the **ambient** dimension, the
+Notation (book/probability/vmf-vae.ipynb and book/positions/univae.ipynb): ``d`` is the **ambient** dimension, the
 sphere is ``S^(d-1) = {x in R^d : |x| = 1}``, the last axis of every tensor has size ``d``.
 The density with respect to the surface measure is
 

@@ -87,7 +87,7 @@ def test_normalizer_where_bessel_underflows():
     assert special.ive(383, 50.0) == 0.0
     got = vmf_log_normalizer(768, 50.0).item()
     assert math.isfinite(got)
-    assert got == pytest.approx(-1457.097, abs=2e-3)  # value quoted in the fact sheet
+    assert got == pytest.approx(-1457.097, abs=2e-3)  # the fact sheet's value; mpmath below
     mpmath = pytest.importorskip("mpmath")
     ref = (
         384 * math.log(2 * math.pi)
