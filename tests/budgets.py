@@ -31,7 +31,10 @@ CALIBRATION_NOTEBOOK = HERE / "calibration" / "calibration.ipynb"
 
 # --------------------------------------------------------------------------- reference constants
 CHAPTER_BUDGET_REF_S = 20.0  # a chapter's wall time on the reference machine, kernel start included
-CHAPTER_CALIBRATION_REF_S = 3.0  # CALIBRATION_NOTEBOOK executed there (best of several)
+# 2026-12-05: 4.21 s on a machine where the Part I-II chapters that changed least ran 1.05-1.1x
+# their reference times (jl-theory 6.4, zoo 5.4, sinusoidal 5.8, performer 7.1 s; reference
+# 4.9-6.6 s): 4.21 / 1.08 = 3.9 s.
+CHAPTER_CALIBRATION_REF_S = 3.9  # CALIBRATION_NOTEBOOK executed there (best of several)
 REDRAW_BUDGET_REF_S = 0.100  # a live widget redraw there
 # 2026-12-05: 73 ms on a machine where the 13 widgets redrew 1.54-1.80x (median 1.64x) slower
 # than on the reference machine (e.g. Gumbel 145 vs 87 ms, RoPE 136 vs 82 ms): 73 / 1.64 = 45 ms.

@@ -41,15 +41,18 @@ def _git(*args: str) -> str:
 def changed_files() -> set[str]:
     """Files changed since the base, plus uncommitted changes.
 
-    The base is the merge-base with the branch's upstream when there is one (a contributor's
-    branch against main); otherwise the commits of the last 24 hours before HEAD (on a fresh
-    clone of main in CI: roughly the submission being tested). ``KEXUE_DETERMINISM_BASE=<rev>``
+    The base is the merge-base with the branch's upstream when the branch is ahead of it (a
+    contributor's branch against main); otherwise (a fresh clone, as in CI, where the upstream
+    is HEAD itself) the commits of the last 24 hours before HEAD: roughly the submission being
+    tested. ``KEXUE_DETERMINISM_BASE=<rev>``
     sets it explicitly.
     """
     base = (
         os.environ.get("KEXUE_DETERMINISM_BASE")
         or _git("merge-base", "HEAD", "@{upstream}").strip()
     )
+    if base and base == _git("rev-parse", "HEAD").strip():
+        base = ""  # a fresh clone: the upstream is HEAD itself, so it says nothing
     if base:
         names = _git("diff", "--name-only", f"{base}...HEAD")
     else:
