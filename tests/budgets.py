@@ -31,10 +31,13 @@ CALIBRATION_NOTEBOOK = HERE / "calibration" / "calibration.ipynb"
 
 # --------------------------------------------------------------------------- reference constants
 CHAPTER_BUDGET_REF_S = 20.0  # a chapter's wall time on the reference machine, kernel start included
-# 2026-12-05: 4.21 s on a machine where the Part I-II chapters that changed least ran 1.05-1.1x
+# 2026-12-05: 4.09 s on a machine where the Part I-II chapters that changed least ran 1.05-1.1x
 # their reference times (jl-theory 6.4, zoo 5.4, sinusoidal 5.8, performer 7.1 s; reference
-# 4.9-6.6 s): 4.21 / 1.08 = 3.9 s.
-CHAPTER_CALIBRATION_REF_S = 3.9  # CALIBRATION_NOTEBOOK executed there (best of several)
+# 4.9-6.6 s): 4.09 / 1.08 = 3.8 s. The notebook runs torch on its default threads: beside a
+# CPU hog, a single-threaded calibration stayed at 4.07 s while jl-applications went from 6.7 to
+# 45 s; with the parallel QR loop the calibration slows as much (4.09 -> 31.8 s, the chapter
+# 6.2 -> 48.3 s: ratio 1.51 quiet, 1.52 beside the hog).
+CHAPTER_CALIBRATION_REF_S = 3.8  # CALIBRATION_NOTEBOOK executed there (best of several)
 REDRAW_BUDGET_REF_S = 0.100  # a live widget redraw there
 # 2026-12-05: 73 ms on a machine where the 13 widgets redrew 1.54-1.80x (median 1.64x) slower
 # than on the reference machine (e.g. Gumbel 145 vs 87 ms, RoPE 136 vs 82 ms): 73 / 1.64 = 45 ms.

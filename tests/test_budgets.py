@@ -43,10 +43,10 @@ def _notebook(path, code_cells):
     nbformat.write(nb, path)
 
 
-def test_budget_plugin_flags_only_the_slowed_chapter_beside_a_cpu_hog(tmp_path):
-    """Three small chapters run under nbmake with the budget plugin while another process keeps a
-    core busy. One of them also repeats the calibration's own work eight times: it is about 2.4
-    calibrations long against a budget of 1.2, and is the only one flagged."""
+def test_budget_plugin_flags_only_the_slowed_chapter(tmp_path):
+    """Three small chapters run under nbmake with the budget plugin. One of them also repeats the
+    calibration's own work twelve times: it is about 2.5 calibrations long against a budget of 1.3
+    (the others about 0.6), and it alone is flagged, after its second execution."""
     cal = nbformat.read(budgets.CALIBRATION_NOTEBOOK, as_version=4)
     cal_code = [c.source for c in cal.cells if c.cell_type == "code"]
     light = [
@@ -55,30 +55,25 @@ def test_budget_plugin_flags_only_the_slowed_chapter_beside_a_cpu_hog(tmp_path):
     ]
     _notebook(tmp_path / "ch_a.ipynb", light)
     _notebook(tmp_path / "ch_b.ipynb", light)
-    _notebook(tmp_path / "ch_slowed.ipynb", light + cal_code * 8)
+    _notebook(tmp_path / "ch_slowed.ipynb", light + cal_code * 12)
     timings = tmp_path / "timings.json"
     env = dict(
         os.environ,
-        KEXUE_CHAPTER_BUDGET_UNITS="1.2",
+        KEXUE_CHAPTER_BUDGET_UNITS="1.3",
         KEXUE_CALIBRATION_RUNS="1",
         KEXUE_BUDGET="enforce",
         KEXUE_TIMINGS_JSON=str(timings),
     )
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        r = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "tests.nb_budget", "-p", "no:cacheprovider",
-             "--nbmake", "--rootdir", str(ROOT), str(tmp_path)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-    finally:
-        hog.kill()
-        hog.wait()
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.nb_budget", "-p", "no:cacheprovider",
+         "--nbmake", "--rootdir", str(ROOT), str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "1 failed, 2 passed" in out, out
-    assert "ch_slowed.ipynb" in out and "of its budget" in out, out
+    assert "ch_slowed.ipynb" in out and "of its budget" in out and "executed twice" in out, out
     s = json.loads(timings.read_text())
     verdicts = {os.path.basename(k): v["ok"] for k, v in s["chapters"].items()}
     assert verdicts == {"ch_a.ipynb": True, "ch_b.ipynb": True, "ch_slowed.ipynb": False}
-    assert s["budget_s"] == pytest.approx(1.2 * s["calibration_s"])
+    assert s["budget_s"] == pytest.approx(1.3 * s["calibration_s"])
