@@ -111,7 +111,10 @@ def _visit(browser, server, rel: str):
     )
     page.goto(f"{server}/{rel}", wait_until="load")
     page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
-    page.wait_for_load_state("networkidle")
+    # every image decoded and every font loaded; ("networkidle" waited a fixed 500 ms a page)
+    page.wait_for_function(
+        "() => [...document.images].every(i => i.complete) && document.fonts.status === 'loaded'"
+    )
     return page, requests, errors
 
 
