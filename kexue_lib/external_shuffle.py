@@ -183,10 +183,20 @@ def simulate_shuffles(chunk_sizes, merge: str, draws: int, *, seed=None) -> np.n
 
     Round-robin: shuffled columns, then each round's chunks in random order (argsort of uniform
     keys). Exact: line by line, chunk ``c`` with probability ``r_c / sum(r)`` (inverse CDF), the
-    sequential form of eq. external-shuffle-urn.
+    sequential form of eq. external-shuffle-urn. ``"round-robin-rejection"``: the post's patch
+    for a short last chunk (equal other chunks): in each round the last chunk takes part with
+    probability (its lines left) / (lines left in each other chunk).
     """
-    merge = _check_merge(merge)
-    sizes = _check_sizes(chunk_sizes)
+    if merge == "round-robin-rejection":
+        sizes = _check_sizes(chunk_sizes)
+        if len(sizes) < 2 or (sizes[:-1] != sizes[0]).any() or sizes[-1] > sizes[0]:
+            raise ValueError(
+                "chunk_sizes: the rejection patch expects equal chunks and a last one no larger, "
+                f"got {sizes.tolist()}"
+            )
+    else:
+        merge = _check_merge(merge)
+        sizes = _check_sizes(chunk_sizes)
     if int(draws) < 1:
         raise ValueError(f"draws: expected >= 1, got {draws}")
     rng = np.random.default_rng(seed)
@@ -202,10 +212,23 @@ def simulate_shuffles(chunk_sizes, merge: str, draws: int, *, seed=None) -> np.n
         rows = np.argsort(rng.random((draws, n_max, k)) + np.where(valid.T, 0.0, 2.0), axis=2)
         grid = np.take_along_axis(cols.transpose(0, 2, 1), rows, axis=2).reshape(draws, -1)
         return grid[grid >= 0].reshape(draws, total)
+    idx = np.arange(draws)
+    if merge == "round-robin-rejection":
+        n = n_max
+        left = np.full(draws, int(sizes[-1]))  # lines left in the last chunk
+        rounds = []
+        for r in range(n):
+            accept = (left > 0) & (rng.random(draws) * (n - r) < left)
+            vals = cols[:, :, r].copy()
+            vals[:, -1] = np.where(accept, cols[idx, -1, np.minimum(sizes[-1] - left, n - 1)], -1)
+            order = np.argsort(rng.random((draws, k)) + 2.0 * (vals < 0), axis=1)
+            rounds.append(np.take_along_axis(vals, order, axis=1))
+            left -= accept
+        grid = np.concatenate(rounds, axis=1)
+        return grid[grid >= 0].reshape(draws, total)
     out = np.empty((draws, total), dtype=np.int64)
     remaining = np.broadcast_to(sizes, (draws, k)).copy()
     taken = np.zeros((draws, k), dtype=np.int64)
-    idx = np.arange(draws)
     for t in range(total):
         u = rng.random(draws) * (total - t)
         c = (np.cumsum(remaining, axis=1) <= u[:, None]).sum(axis=1)
