@@ -504,6 +504,16 @@ def test_short_last_chunk_bias():
     # round-robin: rounds 0 and 1 hold 4 lines each, slot uniform inside -> mean 3.5
     assert abs(mean_rr - 3.5) < 0.2
     assert abs(mean_ex - (L - 1) / 2) < 0.6
+    # the post's rejection patch: the mean is right, the law of the position is not uniform
+    rj = X.simulate_shuffles(sizes, "round-robin-rejection", 4000, seed=0)
+    assert (np.sort(rj, axis=1) == np.arange(L)).all()
+    pos = np.nonzero(np.isin(rj, last))[1]
+    assert abs(pos.mean() - (L - 1) / 2) < 0.6
+    assert chi2_p(np.bincount(pos, minlength=L)) < 1e-6
+    assert chi2_p(np.bincount(np.nonzero(ex)[1], minlength=L)) > 1e-3
+    for bad in ([3, 2, 3], [2, 3], [4]):
+        with pytest.raises(ValueError, match=r"^chunk_sizes\b"):
+            X.simulate_shuffles(bad, "round-robin-rejection", 10)
 
 
 def test_label_generators():
