@@ -506,7 +506,17 @@ def _merge(chunks, out_f, merge, rng, memory, avg, progress) -> int:
     written = 0
     try:
         for path, _, _ in chunks:
-            readers.append(_ChunkReader(path, read_size))
+            try:
+                readers.append(_ChunkReader(path, read_size))
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                raise OSError(
+                    e.errno,
+                    f"too many open files: could open {len(readers)} of {k} chunk files; "
+                    "raise `ulimit -n`, or lower the fan-in (fan_in=) so that the exact merge "
+                    "takes several passes",
+                ) from e
         counts = [n for _, n, _ in chunks]
         for labels in _labels(merge, counts, rng, block):
             order = np.argsort(labels, kind="stable")

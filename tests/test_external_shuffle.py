@@ -254,6 +254,24 @@ def test_multi_pass_merge_under_low_open_file_limit(tmp_path):
     assert not (tmp_path / "rr").exists() and leftovers(tmp_path) == []
 
 
+def test_unexpected_emfile_is_explained_and_cleaned(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(100)))
+    real = X._ChunkReader
+    opened = []
+
+    def flaky(path, read_size):
+        if len(opened) == 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        opened.append(path)
+        return real(path, read_size)
+
+    monkeypatch.setattr(X, "_ChunkReader", flaky)
+    with pytest.raises(OSError, match=r"too many open files: could open 3 of 10 chunk files"):
+        X.external_shuffle([src], tmp_path / "out", max_chunk_lines=10)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
 def test_shuffle_in_memory_baseline(tmp_path):
     src = tmp_path / "in"
     src.write_bytes(EDGE + b"tail")
