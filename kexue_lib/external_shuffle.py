@@ -301,6 +301,20 @@ def _open_for_write(path, bufsize: int):
     return open(path, "wb", buffering=bufsize)
 
 
+def _fsync(path) -> None:
+    """Flush a file's (or a directory's) data to the disk; best effort where not supported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. directories on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems without fsync
+        pass
+    finally:
+        os.close(fd)
+
+
 def _no_space(exc: OSError, what: str, where, need: int) -> OSError:
     if exc.errno == errno.ENOSPC:
         return OSError(
@@ -422,7 +436,7 @@ def _split(inputs, workdir: Path, plan: _Plan, rng, max_chunk_lines, progress):
             while True:
                 # the next block costs itself plus its split lines: make room first
                 nxt = plan.io + cost(int(plan.io / (avg + 1)) + 1, plan.io)
-                if lines and cost(len(lines), payload) + nxt > budget:
+                if lines and cost(len(lines), payload) + pieces_len + nxt > budget:
                     flush()
                 block = f.read(plan.io)
                 if not block:
@@ -647,7 +661,9 @@ def external_shuffle(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_out, 0o666 & ~umask)
+        _fsync(tmp_out)  # the data reach the disk before the name does
         os.replace(tmp_out, output)
+        _fsync(out_dir)
         return ShuffleReport(
             lines=n_lines,
             bytes_in=bytes_in,
