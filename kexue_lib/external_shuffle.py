@@ -729,13 +729,19 @@ def status(key):  # kB lines of /proc/self/status (Linux): VmRSS now, VmHWM its 
         return next(int(ln.split()[1]) for ln in f if ln.startswith(key + ":"))
 
 
-with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-    f.write("5")
-before = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+        f.write("5")
+    before, peak_key = status("VmRSS"), "VmHWM"
+except OSError:  # not Linux, or not allowed: the peak since start (an upper bound)
+    before, peak_key = status("VmRSS") if os.path.exists("/proc/self/status") else 0, None
 t0 = time.perf_counter()
 run()
 sec = time.perf_counter() - t0
-after = status("VmHWM")
+if peak_key:
+    after = status(peak_key)
+else:
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 peak = None
 if trace == "1":  # a second run under tracemalloc (which slows allocation down several times)
     tracemalloc.start()
@@ -761,7 +767,7 @@ def measure_shuffle(
 ) -> dict:
     """Time and memory of one shuffle of ``src`` in a fresh subprocess.
 
-    ``method``: ``"shuf"`` (GNU coreutils, fixed random source), ``"python-in-memory"``,
+    ``method``: ``"shuf"`` (GNU coreutils), ``"python-in-memory"``,
     ``"exact"`` or ``"round-robin"``. Returns ``seconds`` (Python methods: the call alone, after
     the imports and a warm-up on a tiny file), ``mb_per_s`` (input MB per second),
     ``rss_growth`` (peak RSS during the call less the RSS before it, Linux ``VmHWM`` after a
@@ -781,8 +787,7 @@ def measure_shuffle(
         exe = shutil.which("shuf")
         if exe is None:
             raise FileNotFoundError("method: GNU shuf is not installed")
-        cmd = [sys.executable, "-c", _SHUF_CHILD, exe, f"--random-source={src}", "-o", str(dst)]
-        cmd.append(str(src))
+        cmd = [sys.executable, "-c", _SHUF_CHILD, exe, "-o", str(dst), str(src)]
     else:
         cmd = [sys.executable, "-c", _CHILD, __file__, method, str(src), str(dst), str(mem)]
         cmd += [str(seed), "1" if trace else "0"]

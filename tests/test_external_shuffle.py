@@ -11,6 +11,7 @@ import errno
 import itertools
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,6 +271,19 @@ def test_unexpected_emfile_is_explained_and_cleaned(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"too many open files: could open 3 of 10 chunk files"):
         X.external_shuffle([src], tmp_path / "out", max_chunk_lines=10)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(shutil.which("shuf") is None, reason="GNU shuf is not installed")
+def test_measure_shuf_and_in_memory(tmp_path):
+    src = tmp_path / "in"
+    make_corpus(src, 20_000)
+    size = src.stat().st_size
+    want = sorted(lines_of(src.read_bytes()))
+    for method in ("shuf", "python-in-memory"):
+        m = X.measure_shuffle(method, src, tmp_path / "out", trace=True)
+        assert sorted(output_lines(tmp_path / "out")) == want
+        assert m["mb_per_s"] > 0 and m["rss_growth"] > 0.5 * size  # holds the whole file
+        assert (m["traced_peak"] is None) == (method == "shuf")
 
 
 def test_shuffle_in_memory_baseline(tmp_path):
