@@ -615,7 +615,13 @@ def external_shuffle(
         limit = _fan_in(mem, avg) if fan_in is None else int(fan_in)
         passes, serial = 0, len(chunks)
         n_split = len(chunks)
-        if len(chunks) > limit and (merge == "round-robin" or limit < 2):
+        if len(chunks) > limit and limit < 2:
+            raise OSError(
+                errno.EMFILE,
+                f"too many open files: {len(chunks)} chunks, but not even two can be open at "
+                "once (the open-file limit `ulimit -n` is nearly used up); raise `ulimit -n`",
+            )
+        if len(chunks) > limit and merge == "round-robin":
             raise OSError(
                 errno.EMFILE,
                 f"too many chunk files to open at once: {len(chunks)} chunks, at most {limit} "

@@ -309,6 +309,15 @@ def test_measure_shuf_and_in_memory(tmp_path):
         assert (m["traced_peak"] is None) == (method == "shuf")
 
 
+def test_no_room_for_two_open_chunks(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.write_bytes(b"a\nb\nc\n")
+    monkeypatch.setattr(X, "_fan_in", lambda memory, avg: 1)
+    with pytest.raises(OSError, match=r"not even two can be open at once.*ulimit -n"):
+        X.external_shuffle([src], tmp_path / "out", max_chunk_lines=1)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
 def test_shuffle_in_memory_baseline(tmp_path):
     src = tmp_path / "in"
     src.write_bytes(EDGE + b"tail")
