@@ -164,7 +164,8 @@ def train_with_kernel_trace(
     Jacobians every step; costly, keep it small).
 
     Returns a dict of detached tensors: ``f0, fT, recon`` (Q, D) for ``X_query`` (``recon = f0 +
-    accumulated sum``), ``losses`` (steps,), ``params`` (the final parameters; the model itself is
+    accumulated sum``), ``losses`` (steps,), ``alpha_sum`` (N, D) ``= sum_t lr alpha_{i,t}`` (what a
+    kernel machine with a frozen kernel would use: ``f0 + K_0(x, X) alpha_sum``), ``params`` (the final parameters; the model itself is
     not modified) and, with ``X_kernel``: ``kernel_f0, kernel_fT, kernel_recon`` (Qk, D),
     ``path_kernel`` (Qk, N[, D, D]), ``contributions`` (Qk, N, D) and, for D = 1, ``alpha_x``
     (Qk, N) = contributions / path kernel (NaN where the path kernel is 0).
@@ -222,6 +223,7 @@ def train_with_kernel_trace(
         path = torch.zeros(X_kernel.shape[0], N, D, D, dtype=dtype, device=X_kernel.device)
         contrib = torch.zeros(X_kernel.shape[0], N, D, dtype=dtype, device=X_kernel.device)
     losses = torch.empty(steps, dtype=dtype)
+    alpha_sum = torch.zeros(N, f0.shape[1], dtype=dtype, device=X_train.device)
     nodes = _GAUSS.get(segment_average, ((0.0,), (1.0,)))
     for t in range(steps):
         if batch_size == N:
@@ -242,6 +244,11 @@ def train_with_kernel_trace(
             (g_f,) = torch.autograd.grad(L, fo)
         losses[t] = L.detach()
         (grads,) = vjp_fn(g_f)
+        a_batch = -g_f.reshape(g_f.shape[0], -1)
+        if idx is None:
+            alpha_sum += lr * a_batch
+        else:
+            alpha_sum.index_add_(0, idx, lr * a_batch)
         delta = {k: -lr * grads[k] for k in params}
         inc = torch.zeros_like(recon)
         for s, w in zip(*nodes):
@@ -253,7 +260,6 @@ def train_with_kernel_trace(
             JN = per_sample_jacobian(model, params, X_train)
             Kt = torch.einsum("qdp,nep->qnde", JK, JN)
             alpha = torch.zeros(N, D, dtype=dtype, device=X_train.device)
-            a_batch = -g_f.reshape(g_f.shape[0], -1)
             if idx is None:
                 alpha = a_batch
             else:
@@ -267,6 +273,7 @@ def train_with_kernel_trace(
         "recon": recon,
         "losses": losses,
         "params": params,
+        "alpha_sum": alpha_sum,
     }
     if traced:
         result["kernel_f0"] = kernel_f0

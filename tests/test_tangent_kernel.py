@@ -150,6 +150,11 @@ def test_linear_in_parameters_is_exact(lr, steps, bs, seed, loss):
     )  # fmt: skip
     scale = 1 + r["fT"].abs().max()
     assert torch.allclose(r["recon"], r["fT"], atol=1e-11 * scale)
+    # the kernel never moves: the frozen-kernel machine f0 + K_0(x, X) alpha_sum is exact too
+    K0 = tangent_kernel(model, model_params(model), Xq, X)
+    assert torch.allclose(
+        r["f0"][:, 0] + K0 @ r["alpha_sum"][:, 0], r["fT"][:, 0], atol=1e-11 * scale
+    )
     assert torch.allclose(r["kernel_recon"], r["kernel_fT"], atol=1e-11 * scale)
 
 
@@ -187,6 +192,15 @@ def test_two_routes_agree_for_an_mlp():
     assert torch.allclose(r["contributions"].sum(1)[:, 0], (r["recon"] - r["f0"])[:, 0], atol=1e-12)
     a = r["alpha_x"]
     assert torch.allclose((a * r["path_kernel"]).sum(1), (r["recon"] - r["f0"])[:, 0], atol=1e-10)
+    # alpha_sum: per-sample sums of lr * residual / N (mean squared loss), checked against a loop
+    ref = torch.zeros(10, dtype=F64)
+    p = model_params(model)
+    for _ in range(40):
+        f = torch.func.functional_call(model, p, (X,))[:, 0]
+        ref += 0.05 * (y - f) / 10
+        g = torch.func.grad(lambda q: mse_mean(torch.func.functional_call(model, q, (X,)), y))(p)
+        p = {k: p[k] - 0.05 * g[k] for k in p}
+    assert torch.allclose(r["alpha_sum"][:, 0], ref, atol=1e-12)
 
 
 def test_first_order_convergence_and_segment_averaging():
