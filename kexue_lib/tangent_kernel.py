@@ -167,7 +167,8 @@ def train_with_kernel_trace(
     accumulated sum``), ``losses`` (steps,), ``alpha_sum`` (N, D) ``= sum_t lr alpha_{i,t}`` (what a
     kernel machine with a frozen kernel would use: ``f0 + K_0(x, X) alpha_sum``), ``params`` (the final parameters; the model itself is
     not modified) and, with ``X_kernel``: ``kernel_f0, kernel_fT, kernel_recon`` (Qk, D),
-    ``path_kernel`` (Qk, N[, D, D]), ``contributions`` (Qk, N, D) and, for D = 1, ``alpha_x``
+    ``path_kernel`` (Qk, N[, D, D]), ``contributions`` (Qk, N, D), ``alpha_abs_max`` (N, D)
+    ``= max_t |alpha_{i,t}|`` and, for D = 1, ``alpha_x``
     (Qk, N) = contributions / path kernel (NaN where the path kernel is 0).
     """
     _check_model(model)
@@ -222,6 +223,7 @@ def train_with_kernel_trace(
         D = kernel_f0.shape[1]
         path = torch.zeros(X_kernel.shape[0], N, D, D, dtype=dtype, device=X_kernel.device)
         contrib = torch.zeros(X_kernel.shape[0], N, D, dtype=dtype, device=X_kernel.device)
+        alpha_abs_max = torch.zeros(N, D, dtype=dtype, device=X_train.device)
     losses = torch.empty(steps, dtype=dtype)
     alpha_sum = torch.zeros(N, f0.shape[1], dtype=dtype, device=X_train.device)
     nodes = _GAUSS.get(segment_average, ((0.0,), (1.0,)))
@@ -264,6 +266,7 @@ def train_with_kernel_trace(
                 alpha = a_batch
             else:
                 alpha[idx] = a_batch
+            alpha_abs_max = torch.maximum(alpha_abs_max, alpha.abs())
             path += lr * Kt
             contrib += lr * torch.einsum("qnde,ne->qnd", Kt, alpha)
         params = {k: (params[k] + delta[k]).detach() for k in params}
@@ -280,6 +283,7 @@ def train_with_kernel_trace(
         result["kernel_fT"] = _outputs(model, params, X_kernel).detach()
         result["kernel_recon"] = kernel_f0 + contrib.sum(1)
         result["contributions"] = contrib
+        result["alpha_abs_max"] = alpha_abs_max
         if D == 1:
             pk = path[..., 0, 0]
             result["path_kernel"] = pk

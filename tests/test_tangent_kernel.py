@@ -191,16 +191,21 @@ def test_two_routes_agree_for_an_mlp():
     # the contributions and alpha_x reproduce the sum; the path kernel on x itself is >= 0
     assert torch.allclose(r["contributions"].sum(1)[:, 0], (r["recon"] - r["f0"])[:, 0], atol=1e-12)
     a = r["alpha_x"]
+    assert torch.allclose(
+        r["alpha_abs_max"][:, 0], (y - r0f).abs() / 10
+    )  # step 0 has the largest residuals here
     assert torch.allclose((a * r["path_kernel"]).sum(1), (r["recon"] - r["f0"])[:, 0], atol=1e-10)
     # alpha_sum: per-sample sums of lr * residual / N (mean squared loss), checked against a loop
-    ref = torch.zeros(10, dtype=F64)
+    ref, ref_max = torch.zeros(10, dtype=F64), torch.zeros(10, dtype=F64)
     p = model_params(model)
     for _ in range(40):
         f = torch.func.functional_call(model, p, (X,))[:, 0]
         ref += 0.05 * (y - f) / 10
+        ref_max = torch.maximum(ref_max, (y - f).abs() / 10)
         g = torch.func.grad(lambda q: mse_mean(torch.func.functional_call(model, q, (X,)), y))(p)
         p = {k: p[k] - 0.05 * g[k] for k in p}
     assert torch.allclose(r["alpha_sum"][:, 0], ref, atol=1e-12)
+    assert torch.allclose(r["alpha_abs_max"][:, 0], ref_max, atol=1e-12)
 
 
 def test_first_order_convergence_and_segment_averaging():
