@@ -21,7 +21,7 @@ from kexue_lib.widgets.frontends import Control, Explorer, axes_title
 
 __all__ = ["LRS", "RULES", "reconstruction_explorer", "sine_regression_data", "small_tanh_mlp"]
 
-LRS = (0.4, 0.2, 0.1, 0.05)
+LRS = (0.4, 0.2, 0.1)
 RULES = ("euler", "midpoint")
 
 
@@ -73,7 +73,7 @@ def _mean_sq(f, y):
 
 
 def reconstruction_explorer(
-    *, width: int = 32, horizon: float = 30.0, lrs=LRS, seed: int = 0
+    *, width: int = 32, horizon: float = 40.0, lrs=LRS, seed: int = 0
 ) -> Explorer:
     """Reconstruction error of the kernel-machine form against the learning rate at a fixed horizon.
 
@@ -130,6 +130,7 @@ def reconstruction_explorer(
             axB.loglog(d["lrs"], d["errors"][i], "o-", ms=3, color=f"C{i + 1}", label=rule)
         j = list(d["lrs"]).index(d["lr"])
         axB.loglog([d["lr"]], [d["errors"][RULES.index(d["rule"])][j]], "ks", ms=7)
+        axB.set_xticks(d["lrs"], [f"{v:g}" for v in d["lrs"]])
         axB.set_xlabel("learning rate (horizon fixed)")
         axB.set_ylabel(r"max $|f_T - $recon$|$")
         axB.legend(fontsize=7)
