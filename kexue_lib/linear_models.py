@@ -70,7 +70,7 @@ def gaussian_linear_regression(
     """Linear regression as the conditional mean of a joint Gaussian fitted by moments.
 
     X: (N, n), Y: (N, m) or (N,). Returns ``W: (n, m)`` (or ``(n,)``) and ``b: (m,)`` (or a
-    scalar) with ``W = Sigma_xx^{-1} Sigma_xy`` and ``b = mu_y - mu_x W`` (eq. linear-gauss-cond);
+    scalar) with ``W = Sigma_xx^{-1} Sigma_xy`` and ``b = mu_y - mu_x W`` (eq. logistic-gauss-cond);
     these are the ordinary least-squares coefficients with an intercept.
     """
     _check_X(X)

@@ -99,7 +99,7 @@ def tangent_kernel(
     X1: torch.Tensor,
     X2: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``K(x, x') = J(x) J(x')^T`` (eq. sgd-ntk): (B1, B2, D, D), squeezed to (B1, B2) when D = 1.
+    """``K(x, x') = J(x) J(x')^T`` (eq. sgd-dfdt): (B1, B2, D, D), squeezed to (B1, B2) when D = 1.
 
     ``X2=None`` means ``X2 = X1`` (the Gram matrix on one set, symmetric PSD).
     """
