@@ -37,14 +37,14 @@ def squareplus(x: torch.Tensor, b: float = SQUAREPLUS_DOMINANCE_B) -> torch.Tens
     """``(x + sqrt(x² + b)) / 2``, cancellation-free; keeps dtype and device; differentiable."""
     check_tensor("x", x, floating=True)
     b = _check_b(b)
+    if b == 0:  # the limit is ReLU (hypot's gradient at (0, 0) would be NaN)
+        return torch.relu(x)
     xw = x.to(work_dtype(x.dtype))
-    r = torch.hypot(xw, torch.tensor(math.sqrt(b), dtype=xw.dtype, device=xw.device))  # no x² overflow
-    pos = (xw + r) / 2
-    # b / (2 (r − x)) for x < 0; the denominator is >= 2|x| > 0 there (safe where x >= 0 too
-    # unless b = 0 and x = 0, hence the where on the denominator)
-    den = torch.where(xw < 0, 2 * (r - xw), torch.ones_like(xw))
-    neg = b / den
-    return torch.where(xw < 0, neg, pos).to(x.dtype)
+    # p = SquarePlus(|x|) has no cancellation; for x < 0 use f(x) f(−x) = b/4, i.e.
+    # f(x) = b / (4 f(|x|)) = b / (2 (sqrt(x² + b) − x)). hypot keeps x² from overflowing.
+    r = torch.hypot(xw, torch.tensor(math.sqrt(b), dtype=xw.dtype, device=xw.device))
+    p = (xw.abs() + r) * 0.5
+    return torch.where(xw < 0, (b / 4) / p.clamp_min(1e-30), p).to(x.dtype)  # clamp: b = 0, x = 0
 
 
 def squareplus_naive(x: torch.Tensor, b: float = SQUAREPLUS_DOMINANCE_B) -> torch.Tensor:

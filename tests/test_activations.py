@@ -102,6 +102,13 @@ def test_module_keeps_device_and_grad():
     assert x.grad is not None and "b=1" in repr(m)
 
 
+def test_b_zero_is_relu_with_finite_gradient():
+    x = torch.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    y = squareplus(x, 0.0)
+    y.sum().backward()
+    assert y.tolist() == [0.0, 0.0, 3.0] and torch.isfinite(x.grad).all()
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"^b\b"):
         squareplus(torch.zeros(2), -1.0)
