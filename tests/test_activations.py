@@ -19,6 +19,7 @@ from kexue_lib.activations import (
     squareplus_minimax_b,
     squareplus_naive,
 )
+from tests.conftest import requires_cuda
 
 F64 = torch.float64
 
@@ -118,3 +119,12 @@ def test_bad_input():
         squareplus(torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"^num\b"):
         squareplus_minimax_b(num=1)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_keeps_device_and_dtype(dtype):
+    x = torch.linspace(-6e4, 6e4, 10001, device="cuda").to(dtype)
+    y = squareplus(x)
+    assert y.device == x.device and y.dtype == dtype and torch.isfinite(y).all()
+    torch.testing.assert_close(y.cpu().double(), squareplus(x.cpu().double()), rtol=1e-2, atol=1e-6)

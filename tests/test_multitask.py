@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kexue_lib import multitask as mt
+from tests.conftest import requires_cuda
 
 F64 = torch.float64
 
@@ -241,3 +242,16 @@ def test_bad_input():
         mt.uncertainty_weighted([torch.tensor(1.0)], torch.zeros(2))
     with pytest.raises(ValueError, match=r"^g2\b"):
         mt.min_norm_2(torch.zeros(2), torch.zeros(3))
+
+
+@requires_cuda
+def test_cuda_min_norm_and_power_mean_stay_on_device():
+    G = torch.randn(
+        4, 1000, dtype=F64, device="cuda", generator=torch.Generator("cuda").manual_seed(0)
+    )
+    u, a = mt.mgda_direction(G)
+    assert u.device == G.device and a.device == G.device
+    u_cpu, a_cpu = mt.mgda_direction(G.cpu())
+    torch.testing.assert_close(a.cpu(), a_cpu)
+    L = torch.tensor([0.5, 2.0], device="cuda")
+    assert mt.power_mean(L, 2.0).device == L.device
