@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
@@ -58,7 +57,7 @@ def test_spearman_per_prefix_against_scipy_with_ties():
     b = torch.randn(60, 6, generator=g, dtype=torch.float64)
     s = torch.randint(0, 4, (60,), generator=g).double()  # many tied human scores
     rho = spearman_per_prefix(a, b, s)
-    for k in range(1, 7):
+    for k in range(2, 7):  # k = 1: cosines are +-1, rounding decides their ties
         ck = torch.nn.functional.cosine_similarity(a[:, :k], b[:, :k])
         assert abs(rho[k - 1] - spearmanr(ck.numpy(), s.numpy()).statistic) < 1e-12
 
