@@ -5,7 +5,8 @@ with ``allow_pickle=False`` and memory-mapped, plus a parquet file with one stri
 ``index`` giving the word of each row; rows are sorted by corpus frequency, so the first rows
 are the most frequent words). WordSim-353 and SimLex-999 come from gensim's test data; the
 files are parsed here (comment lines start with ``#``; columns word 1, word 2, mean human
-score). Nothing is downloaded.
+score); the Lee corpus (50 news documents with human similarity ratings and 300
+background documents) also comes from gensim's test data. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from kexue_lib._core import check_choice, check_int
 
-__all__ = ["glove50_vocabulary", "load_glove50", "load_word_similarity"]
+__all__ = ["glove50_vocabulary", "load_glove50", "load_lee_corpus", "load_word_similarity"]
 
 _SIMILARITY_FILES = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
 
@@ -114,3 +115,25 @@ def load_word_similarity(name: str) -> tuple[list[tuple[str, str]], torch.Tensor
             pairs.append((a, b))
             scores.append(float(s))
     return pairs, torch.tensor(scores, dtype=torch.float64)
+
+
+def load_lee_corpus() -> tuple[list[str], list[str], torch.Tensor]:
+    """The Lee document-similarity data from gensim's test files (Lee, Pincombe & Welsh, 2005).
+
+    Returns ``(background, documents, human)``: the 300 background news documents
+    (``lee_background.cor``), the 50 rated documents (``lee.cor``), and the ``(50, 50)``
+    float64 matrix of mean human similarity ratings in [0, 1] (``similarities0-1.txt``; only
+    the upper triangle is filled, the diagonal is 1). Files are read as latin-1 like gensim's
+    own test.
+    """
+    try:
+        from gensim.test.utils import datapath
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("the Lee corpus needs gensim (pip install gensim)") from e
+
+    def lines(fname: str) -> list[str]:
+        with open(datapath(fname), encoding="latin-1") as f:
+            return [ln.strip() for ln in f if ln.strip()]
+
+    rows = [[float(v) for v in ln.split()] for ln in lines("similarities0-1.txt")]
+    return lines("lee_background.cor"), lines("lee.cor"), torch.tensor(rows, dtype=torch.float64)

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from kexue_lib.datasets import glove50_vocabulary, load_glove50, load_word_similarity
+from kexue_lib.datasets import (
+    glove50_vocabulary,
+    load_glove50,
+    load_lee_corpus,
+    load_word_similarity,
+)
 
 
 def test_glove_top_rows_and_lookup_agree():
@@ -41,6 +46,16 @@ def test_word_similarity_files_parse_by_hand():
         a, b, s = lines[0].rstrip("\n").split("\t")[:3]
         assert pairs[0] == (a, b) and scores[0].item() == float(s)
         assert 0 <= scores.min() and scores.max() <= 10
+
+
+def test_lee_corpus_against_numpy_loadtxt():
+    from gensim.test.utils import datapath
+
+    bg, docs, human = load_lee_corpus()
+    assert len(bg) == 300 and len(docs) == 50 and human.shape == (50, 50)
+    np.testing.assert_array_equal(human.numpy(), np.loadtxt(datapath("similarities0-1.txt")))
+    assert torch.all(human.diagonal() == 1) and 0 <= human.min() and human.max() <= 1
+    assert docs[0].startswith("The national executive of the strife-torn Democrats")
 
 
 def test_bad_input():
