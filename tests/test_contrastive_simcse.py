@@ -15,6 +15,7 @@ from kexue_lib.contrastive import (
     simcse_twin_labels,
     simcse_unsup_loss,
 )
+from tests.conftest import requires_cuda
 
 
 def loop_loss(h, scale, same_view):
@@ -113,3 +114,12 @@ def test_bad_input():
         simcse_unsup_loss(torch.zeros(4, 3), scale=0.0)
     with pytest.raises(ValueError, match=r"^h\b"):
         simcse_alignment_uniformity(torch.zeros(2, 3))
+
+
+@requires_cuda
+def test_cuda_matches_cpu():
+    h = torch.randn(12, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for same_view in (True, False):
+        got = simcse_unsup_loss(h.cuda(), same_view_negatives=same_view)
+        assert got.device.type == "cuda"
+        assert abs(got.item() - simcse_unsup_loss(h, same_view_negatives=same_view).item()) < 1e-10

@@ -16,6 +16,7 @@ from kexue_lib.whitening import (
     mahalanobis_cosine,
     zca_matrix,
 )
+from tests.conftest import requires_cuda
 
 F = torch.nn.functional
 
@@ -213,3 +214,18 @@ def test_extreme_scales_no_nan():
     y = apply_whitening(x, fit_whitening(x, n_components=4))
     assert torch.isfinite(y).all()
     assert isinstance(fit_whitening(x), Whitening)
+
+
+@requires_cuda
+def test_cuda_keeps_device_and_dtype():
+    x = anisotropic(n=300, d=8).cuda()
+    w = fit_whitening(x, n_components=5)
+    assert w.W.device == x.device and w.W.dtype == torch.float64
+    y = apply_whitening(x, w, normalize=False)
+    torch.testing.assert_close(
+        torch.cov(y.T, correction=0), torch.eye(5, dtype=torch.float64, device="cuda")
+    )
+    ref = apply_whitening(x.cpu(), fit_whitening(x.cpu(), n_components=5), normalize=False)
+    torch.testing.assert_close(y.cpu(), ref, atol=1e-8, rtol=1e-8)
+    rm = RunningMoments(8, device="cuda").update(x)
+    torch.testing.assert_close(rm.cov, torch.cov(x.T, correction=0))
