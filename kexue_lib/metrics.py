@@ -54,3 +54,100 @@ def topk_overlap(
     dtype = approx_scores.dtype if approx_scores.is_floating_point() else torch.get_default_dtype()
     per_query = hits.to(dtype) / k
     return per_query.mean() if reduction == "mean" else per_query
+
+
+# --- cosent, cosent-interaction ---
+
+
+def _check_pair_vectors(xname: str, x: torch.Tensor, yname: str, y: torch.Tensor) -> None:
+    check_tensor(xname, x)
+    check_tensor(yname, y)
+    if x.dim() != 1:
+        raise ValueError(f"{xname}: expected shape (N,), got {tuple(x.shape)}")
+    if y.shape != x.shape:
+        raise ValueError(
+            f"{yname}: expected shape {tuple(x.shape)} like {xname}, got {tuple(y.shape)}"
+        )
+    for name, t in ((xname, x), (yname, y)):
+        if t.is_complex():
+            raise TypeError(f"{name}: expected real values, got dtype {t.dtype}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: expected finite values, got non-finite entries")
+
+
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's rank correlation of ``x, y: (N,)`` (average ranks for ties; scipy's spearmanr).
+
+    The evaluation metric of book/embeddings/cosent.ipynb: it only sees the order of the
+    scores, like the CoSENT loss. NaN when either input is constant.
+    """
+    _check_pair_vectors("x", x, "y", y)
+    if x.numel() < 2:
+        raise ValueError(f"x: expected at least 2 values, got {x.numel()}")
+    from scipy.stats import spearmanr
+
+    xs = x.detach().to("cpu", torch.float64).numpy()
+    ys = y.detach().to("cpu", torch.float64).numpy()
+    if xs.min() == xs.max() or ys.min() == ys.max():
+        return float("nan")
+    return float(spearmanr(xs, ys).statistic)
+
+
+def discordant_pairs(scores: torch.Tensor, labels: torch.Tensor) -> int:
+    """Number of pairs ``(a, b)`` with ``labels[a] > labels[b]`` but ``scores[a] <= scores[b]``.
+
+    ``scores, labels: (N,)``. Every such pair adds a term ``>= 1`` inside CoSENT's log, so the
+    loss is at least ``log(1 + discordant_pairs)``. O(N^2) memory.
+    """
+    _check_pair_vectors("scores", scores, "labels", labels)
+    ordered = labels[:, None] > labels[None, :]
+    wrong = scores[:, None] <= scores[None, :]
+    return int((ordered & wrong).sum())
+
+
+def best_binary_threshold(y_true: torch.Tensor, scores: torch.Tensor) -> tuple[float, float]:
+    """Exact accuracy-maximising threshold for the rule "predict 1 iff score > threshold".
+
+    ``y_true: (N,)`` in {0, 1} (bool or integer), ``scores: (N,)`` -> ``(threshold,
+    accuracy)``. Accuracy is piecewise constant in the threshold and only changes at the
+    distinct scores, so one sorted sweep over the candidates (below all scores, the midpoints
+    between consecutive distinct scores, and the largest score) finds the optimum; ties in the
+    scores move together. The smallest optimal candidate is returned; the candidate below
+    all scores is ``-inf`` (everything predicted 1). O(N log N).
+    """
+    _check_pair_vectors("y_true", y_true, "scores", scores)
+    if y_true.is_floating_point():
+        raise TypeError(f"y_true: expected a bool or integer tensor, got dtype {y_true.dtype}")
+    if not scores.is_floating_point():
+        raise TypeError(f"scores: expected a floating-point tensor, got dtype {scores.dtype}")
+    if y_true.numel() == 0:
+        raise ValueError("y_true: expected at least one example, got 0")
+    y = y_true.long()
+    if bool(((y != 0) & (y != 1)).any()):
+        raise ValueError("y_true: expected labels in {0, 1}, got other values")
+    s = scores.detach()
+    order = torch.argsort(s)
+    s, y = s[order], y[order]
+    uniq, counts = torch.unique_consecutive(s, return_counts=True)
+    pos_per = torch.zeros(len(uniq), dtype=torch.long, device=s.device)
+    group = torch.repeat_interleave(torch.arange(len(uniq), device=s.device), counts)
+    pos_per.index_add_(0, group, y)
+    neg_per = counts - pos_per
+    n_pos = int(y.sum())
+    # candidate k = 0..m: predict 0 for the k smallest distinct scores, 1 for the rest
+    zero = torch.zeros(1, dtype=torch.long, device=s.device)
+    neg_below = torch.cat([zero, neg_per.cumsum(0)])
+    pos_below = torch.cat([zero, pos_per.cumsum(0)])
+    correct = neg_below + (n_pos - pos_below)
+    k = int(torch.argmax(correct))  # first maximum
+    if k == 0:
+        thr = float("-inf")
+    elif k == len(uniq):
+        thr = float(uniq[-1])
+    else:
+        mid = (uniq[k - 1] + uniq[k]) / 2  # in the scores' dtype, so "score > thr" is exact
+        thr = float(mid if mid < uniq[k] else uniq[k - 1])
+    return thr, int(correct[k]) / y.numel()
+
+
+__all__ += ["best_binary_threshold", "discordant_pairs", "spearman"]
