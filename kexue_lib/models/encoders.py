@@ -164,3 +164,38 @@ class CrossEncoder(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(concat_pair_tokens(a, b, sep_id=self.sep_id)))
+
+
+class TransformerTokenEncoder(nn.Module):
+    """Tiny Transformer over tokens, mean-pooled over non-padding positions: ``(B, n) -> (B, d)``.
+
+    Padding keys are masked out of attention. Used as the bi-encoder and, on ``[a; SEP; b]``,
+    as the cross-encoder of book/embeddings/cosent-interaction.ipynb (the same architecture on
+    both sides, so the comparison is about interaction only).
+    """
+
+    def __init__(
+        self, vocab: int, d: int, *, heads: int = 2, layers: int = 1, max_len: int = 16
+    ) -> None:
+        super().__init__()
+        from kexue_lib.models.transformer import TinyTransformer
+
+        check_int("vocab", vocab, minimum=2)
+        check_int("d", d)
+        self.vocab, self.max_len = vocab, check_int("max_len", max_len)
+        self.body = TinyTransformer(vocab, d, heads, layers, max_len=max_len, head="none")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        _check_tokens("tokens", tokens, self.vocab)
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(
+                f"tokens: expected at most max_len = {self.max_len} positions, got {tokens.shape[1]}"
+            )
+        keep = tokens != 0
+        mask = keep[:, None, :].expand(-1, tokens.shape[1], -1)
+        h = self.body(tokens, attn_mask=mask)
+        w = keep.unsqueeze(-1).to(h.dtype)
+        return (h * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+__all__ += ["TransformerTokenEncoder"]
