@@ -151,3 +151,71 @@ def best_binary_threshold(y_true: torch.Tensor, scores: torch.Tensor) -> tuple[f
 
 
 __all__ += ["best_binary_threshold", "discordant_pairs", "spearman"]
+
+
+def predict_with_weights(probs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Weighted argmax ``argmax_i p_i t_i``: ``probs: (N, C)``, ``t: (C,)`` positive -> ``(N,)`` long.
+
+    ``t`` and ``alpha t`` (alpha > 0) predict the same; for C = 2 it is the threshold rule
+    ``p_1 > t_0 / (t_0 + t_1)`` (book/embeddings/cosent-interaction.ipynb).
+    """
+    check_tensor("probs", probs, floating=True)
+    check_tensor("t", t, floating=True)
+    if probs.dim() != 2:
+        raise ValueError(f"probs: expected shape (N, C), got {tuple(probs.shape)}")
+    if t.shape != (probs.shape[1],):
+        raise ValueError(f"t: expected shape ({probs.shape[1]},), got {tuple(t.shape)}")
+    if not bool((t > 0).all()):
+        raise ValueError("t: expected positive weights, got an entry <= 0")
+    return (probs * t.to(probs.dtype)).argmax(-1)
+
+
+def class_weight_thresholds(
+    y_true: torch.Tensor,
+    probs: torch.Tensor,
+    *,
+    x0: torch.Tensor | None = None,
+    options: dict | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Class weights ``t = (tanh(theta) + 1) / 2`` maximising the accuracy of ``argmax_i p_i t_i``.
+
+    ``y_true: (N,)`` long in ``[0, C)``, ``probs: (N, C)`` -> ``(t: (C,), accuracy)``. The
+    accuracy is piecewise constant in ``theta``, so a derivative-free search is used
+    (``scipy.optimize.minimize(method="Powell")``, started at ``x0``, default ``theta = 0``:
+    the plain argmax). Powell can stop where it started on a flat piece; the result is never
+    worse than the start, which is returned when nothing better is found.
+    """
+    check_tensor("y_true", y_true)
+    check_tensor("probs", probs, floating=True)
+    if probs.dim() != 2:
+        raise ValueError(f"probs: expected shape (N, C), got {tuple(probs.shape)}")
+    if y_true.shape != probs.shape[:1] or y_true.is_floating_point():
+        raise ValueError(
+            f"y_true: expected integer labels of shape ({probs.shape[0]},), got {y_true.dtype} "
+            f"{tuple(y_true.shape)}"
+        )
+    C = probs.shape[1]
+    if y_true.numel() and (int(y_true.min()) < 0 or int(y_true.max()) >= C):
+        raise ValueError(f"y_true: expected labels in [0, {C}), got other values")
+    import numpy as np
+    from scipy.optimize import minimize
+
+    P = probs.detach().to("cpu", torch.float64).numpy()
+    Y = y_true.detach().cpu().numpy()
+    theta0 = np.zeros(C) if x0 is None else np.asarray(x0, dtype=np.float64).reshape(C)
+
+    def weights(theta):
+        return (np.tanh(theta) + 1) / 2
+
+    def neg_acc(theta):
+        return -float(np.mean((P * weights(theta)).argmax(-1) == Y))
+
+    opts = {"xtol": 1e-10, "ftol": 1e-10, "maxiter": 100_000}
+    opts.update(options or {})
+    res = minimize(neg_acc, theta0, method="Powell", options=opts)
+    best = res.x if neg_acc(res.x) <= neg_acc(theta0) else theta0
+    t = torch.as_tensor(weights(best), dtype=probs.dtype, device=probs.device)
+    return t, -neg_acc(best)
+
+
+__all__ += ["class_weight_thresholds", "predict_with_weights"]

@@ -79,3 +79,39 @@ def test_bad_input():
         best_binary_threshold(torch.tensor([0, 1]), torch.rand(3))
     with pytest.raises(ValueError, match=r"^labels\b"):
         discordant_pairs(torch.rand(3), torch.rand(2))
+
+
+def test_class_weights_never_worse_than_argmax_and_binary_reduction():
+    from kexue_lib.metrics import class_weight_thresholds, predict_with_weights
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(300, 3, generator=g, dtype=torch.float64)
+    y = torch.distributions.Categorical(
+        logits=logits * 1.5 + torch.tensor([0.0, 0.0, 1.5])
+    ).sample()
+    probs = torch.softmax(logits, -1)  # miscalibrated: class 2 is under-predicted
+    t, acc = class_weight_thresholds(y, probs)
+    base = (probs.argmax(-1) == y).double().mean().item()
+    assert acc >= base
+    assert float((predict_with_weights(probs, t) == y).double().mean()) == pytest.approx(acc)
+    assert torch.equal(predict_with_weights(probs, t), predict_with_weights(probs, 3 * t))
+    # two classes: weights are a threshold, and the exact sweep is at least as good as Powell
+    p1 = torch.rand(200, generator=g, dtype=torch.float64)
+    y2 = (torch.rand(200, generator=g, dtype=torch.float64) < p1**2).long()
+    probs2 = torch.stack([1 - p1, p1], -1)
+    t2, acc2 = class_weight_thresholds(y2, probs2)
+    tau = (t2[0] / (t2[0] + t2[1])).item()
+    assert torch.equal(predict_with_weights(probs2, t2), (p1 * t2[1] > (1 - p1) * t2[0]).long())
+    assert float(((p1 > tau).long() == y2).double().mean()) == pytest.approx(acc2, abs=1 / 200)
+    assert best_binary_threshold(y2, p1)[1] >= acc2 - 1e-12
+
+
+def test_class_weights_bad_input():
+    from kexue_lib.metrics import class_weight_thresholds, predict_with_weights
+
+    with pytest.raises(ValueError, match=r"^y_true\b"):
+        class_weight_thresholds(torch.tensor([0, 3]), torch.rand(2, 3))
+    with pytest.raises(ValueError, match=r"^t\b"):
+        predict_with_weights(torch.rand(2, 3), torch.tensor([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"^probs\b"):
+        class_weight_thresholds(torch.tensor([0, 1]), torch.rand(2))

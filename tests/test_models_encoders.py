@@ -70,3 +70,17 @@ def test_bad_input():
         PairHead(4, 2)(torch.rand(3, 4), torch.rand(2, 4))
     with pytest.raises(TypeError, match=r"^d\b"):
         GRUEncoder(10, 2.0)
+
+
+def test_transformer_token_encoder_padding_and_order():
+    from kexue_lib.models.encoders import TransformerTokenEncoder
+
+    torch.manual_seed(0)
+    enc = TransformerTokenEncoder(12, 8, heads=2, layers=1, max_len=6)
+    a = torch.tensor([[3, 4, 5, 0, 0]])
+    assert enc(a).shape == (1, 8)
+    assert torch.allclose(enc(a), enc(torch.tensor([[3, 4, 5, 0, 0, 0]])), atol=1e-6)
+    assert torch.allclose(enc(a), enc(torch.tensor([[3, 4, 5]])), atol=1e-6)
+    assert not torch.allclose(enc(a), enc(torch.tensor([[5, 4, 3, 0, 0]])))
+    with pytest.raises(ValueError, match=r"^tokens\b"):
+        enc(torch.ones(1, 7, dtype=torch.long))
