@@ -258,7 +258,8 @@ def accumulate_contrastive_grad(
     ``replay_rng=True`` restores the RNG state of pass 1 before each micro-batch of pass 3, so
     dropout draws the same masks in both. ``method="naive"``: the usual accumulation, the loss
     of each micro-batch on its own (weighted by its share of rows), which is a different
-    objective; every row's targets must lie inside its micro-batch. Returns the loss value
+    objective; every row's targets must lie inside its micro-batch. Gradients are recorded
+    also when called under ``torch.no_grad()``. Returns the loss value
     (two_pass: the true full-batch loss; naive: the weighted sum of micro-batch losses).
     """
     if not isinstance(encoder, torch.nn.Module):
@@ -290,10 +291,10 @@ def accumulate_contrastive_grad(
                     "targets: naive accumulation needs every row's targets inside its "
                     f"micro-batch; rows {sl.start}..{sl.stop - 1} point outside"
                 )
-            h = encoder(*chunk)
-            m = h.shape[0]
-            loss = inbatch_softmax_loss(h, t.to(h.dtype), **kw) * (m / n)
-            loss.backward()
+            with torch.enable_grad():
+                h = encoder(*chunk)
+                loss = inbatch_softmax_loss(h, t.to(h.dtype), **kw) * (h.shape[0] / n)
+                loss.backward()
             total += loss.item()
         return total
 
@@ -320,8 +321,9 @@ def accumulate_contrastive_grad(
     for k, (sl, chunk) in enumerate(_chunks(inputs, n, micro_batch)):
         if replay_rng:
             set_state(states[k])
-        h = encoder(*chunk)
-        torch.autograd.backward(h, grad_tensors=g_all[sl].to(h.dtype))
+        with torch.enable_grad():
+            h = encoder(*chunk)
+            torch.autograd.backward(h, grad_tensors=g_all[sl].to(h.dtype))
     if replay_rng:
         set_state(after)
     return loss.item()

@@ -288,3 +288,16 @@ def test_cuda_two_pass():
     accumulate_contrastive_grad(model, x, t, micro_batch=3, scale=2.0)
     assert all(p.grad.device.type == "cuda" for p in model.parameters())
     assert _rel(_grads(model), ref) < 1e-10
+
+
+def test_records_gradients_under_no_grad():
+    model = _mlp(4)
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=F64)
+    ref = _full_grad(model, x, twin_labels(6), scale=2.0)
+    for method in ("two_pass", "naive"):
+        model.zero_grad()
+        with torch.no_grad():
+            accumulate_contrastive_grad(
+                model, x, twin_labels(6), micro_batch=6, scale=2.0, method=method
+            )
+        assert _rel(_grads(model), ref) < 1e-12
