@@ -23,6 +23,7 @@ from kexue_lib._core import check_choice, check_int, check_positive, check_tenso
 
 __all__ = [
     "accumulate_contrastive_grad",
+    "gram_distillation_loss",
     "inbatch_softmax_loss",
     "info_nce",
     "similarity_logits",
@@ -327,3 +328,26 @@ def accumulate_contrastive_grad(
     if replay_rng:
         set_state(after)
     return loss.item()
+
+
+def gram_distillation_loss(
+    teacher: torch.Tensor, student: torch.Tensor, *, weight: float = 100.0
+) -> torch.Tensor:
+    """Similarity distillation of RoFormer-Sim (kexue.fm/archives/8454).
+
+    ``weight / n^2 * sum_ij (cos(u_i, u_j) - cos(v_i, v_j))^2`` for teacher rows ``u``
+    ``(n, d_t)`` and student rows ``v`` ``(n, d_s)``; the widths may differ. Only the
+    normalised Gram matrices meet, so the loss is invariant to orthogonal maps and positive
+    per-row rescalings of either side. The teacher gets no gradient.
+    """
+    _check_embeddings("teacher", teacher)
+    _check_embeddings("student", student)
+    if teacher.shape[0] != student.shape[0]:
+        raise ValueError(
+            f"student: expected {teacher.shape[0]} rows (as teacher), got {student.shape[0]}"
+        )
+    check_positive("weight", weight)
+    u = F.normalize(teacher.detach(), dim=-1)
+    v = F.normalize(student, dim=-1)
+    diff = (u @ u.transpose(0, 1)).to(v.dtype) - v @ v.transpose(0, 1)
+    return weight * diff.pow(2).mean()

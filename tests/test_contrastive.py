@@ -301,3 +301,52 @@ def test_records_gradients_under_no_grad():
                 model, x, twin_labels(6), micro_batch=6, scale=2.0, method=method
             )
         assert _rel(_grads(model), ref) < 1e-12
+
+
+def test_gram_distillation_loss_double_sum_and_invariances():
+    from kexue_lib.contrastive import gram_distillation_loss
+
+    g = torch.Generator().manual_seed(11)
+    u = torch.randn(7, 6, generator=g, dtype=F64)
+    v = torch.randn(7, 3, generator=g, dtype=F64)
+    ref = 0.0
+    for i in range(7):
+        for j in range(7):
+            cu = float(u[i] @ u[j] / (u[i].norm() * u[j].norm()))
+            cv = float(v[i] @ v[j] / (v[i].norm() * v[j].norm()))
+            ref += (cu - cv) ** 2
+    assert gram_distillation_loss(u, v).item() == pytest.approx(100 * ref / 49, rel=1e-12)
+    assert (
+        gram_distillation_loss(
+            u, u @ torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=F64))[0]
+        ).item()
+        < 1e-25
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), d_s=st.integers(1, 8))
+def test_gram_distillation_invariant_to_rotation_and_rescaling(seed, d_s):
+    from kexue_lib.contrastive import gram_distillation_loss
+
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(6, 5, generator=g, dtype=F64)
+    v = torch.randn(6, d_s, generator=g, dtype=F64)
+    q = torch.linalg.qr(torch.randn(d_s, d_s, generator=g, dtype=F64))[0]
+    r = torch.rand(6, 1, generator=g, dtype=F64) + 0.1
+    base = gram_distillation_loss(u, v, weight=3.0)
+    moved = gram_distillation_loss(u * r.flip(0), (v @ q) * r, weight=3.0)
+    assert abs(base.item() - moved.item()) < 1e-12 * max(1.0, base.item())
+    # the unnormalised Gram matrix is not invariant: the pitfall the loss avoids
+    dots = ((u @ u.T - v @ v.T) ** 2).mean()
+    dots_scaled = ((u @ u.T - (v * r) @ (v * r).T) ** 2).mean()
+    assert abs(dots.item() - dots_scaled.item()) > 1e-6
+
+
+def test_gram_distillation_bad_input():
+    from kexue_lib.contrastive import gram_distillation_loss
+
+    with pytest.raises(ValueError, match=r"^student\b"):
+        gram_distillation_loss(torch.randn(4, 3), torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"^weight\b"):
+        gram_distillation_loss(torch.randn(4, 3), torch.randn(4, 3), weight=-1.0)
