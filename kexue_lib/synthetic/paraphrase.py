@@ -93,7 +93,7 @@ class ComparisonParaphrases:
         if meanings.numel() and (int(meanings.min()) < 0 or int(meanings.max()) >= self.n_meanings):
             raise ValueError(f"meanings: expected ids in [0, {self.n_meanings}), got out of range")
         n = meanings.numel()
-        choice = torch.randint(0, 2**20, (n, 5), generator=generator, device="cpu")
+        choice = torch.randint(0, 2**20, (n, 5), generator=generator, device=generator.device)
         rows = []
         for m, (tmpl, swap, syn_a, syn_b, syn_asp) in zip(meanings.tolist(), choice.tolist()):
             (a, b), asp = self.pairs[m // len(_ASPECTS)], m % len(_ASPECTS)
