@@ -62,3 +62,47 @@ def top_p_filter(logits: torch.Tensor, p: float, *, dim: int = -1) -> torch.Tens
     drop_sorted[..., 0] = False
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return x.masked_fill(drop, -math.inf).movedim(-1, dim)
+
+
+# --- roformer-sim ---
+
+
+def seq2seq_token_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, segment_ids: torch.Tensor
+) -> torch.Tensor:
+    """UniLM seq2seq loss: cross-entropy of the target segment, shifted by one, averaged.
+
+    ``logits: (B, L, V)``, ``tokens: (B, L)``, ``segment_ids: (B, L)`` with 0 on ``[CLS] x
+    [SEP]`` (and on padding) and 1 on ``y [SEP]``. Position ``t`` predicts token ``t + 1``
+    wherever ``segment_ids[:, t + 1] == 1`` (the closing ``[SEP]`` included: it teaches the
+    model to stop); the mean is over those target tokens of the whole batch
+    (kexue.fm/archives/8454, bert4keras' ``y_true[:, 1:]``, ``y_pred[:, :-1]``).
+    """
+    check_tensor("logits", logits, floating=True)
+    check_tensor("tokens", tokens)
+    check_tensor("segment_ids", segment_ids)
+    if logits.dim() != 3:
+        raise ValueError(f"logits: expected shape (B, L, V), got {tuple(logits.shape)}")
+    if tokens.shape != logits.shape[:2] or tokens.is_floating_point():
+        raise ValueError(
+            f"tokens: expected an integer tensor of shape {tuple(logits.shape[:2])}, "
+            f"got {tuple(tokens.shape)} {tokens.dtype}"
+        )
+    if segment_ids.shape != tokens.shape or segment_ids.is_floating_point():
+        raise ValueError(
+            f"segment_ids: expected an integer tensor of shape {tuple(tokens.shape)}, "
+            f"got {tuple(segment_ids.shape)} {segment_ids.dtype}"
+        )
+    if ((segment_ids != 0) & (segment_ids != 1)).any():
+        raise ValueError("segment_ids: expected entries 0 (source) or 1 (target)")
+    weight = segment_ids[:, 1:].to(logits.dtype)
+    n_target = weight.sum()
+    if n_target == 0:
+        raise ValueError("segment_ids: expected at least one target token (segment 1) after t = 0")
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none"
+    )
+    return (ce * weight.reshape(-1)).sum() / n_target
+
+
+__all__ += ["seq2seq_token_loss"]
