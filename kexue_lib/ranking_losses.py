@@ -14,6 +14,7 @@ from kexue_lib._core import check_positive, check_tensor, work_dtype
 
 __all__ = [
     "am_softmax_loss",
+    "margin_condition_fraction",
     "margin_condition_holds",
     "margin_distance_loss",
     "multilabel_categorical_crossentropy",
@@ -154,6 +155,43 @@ def margin_condition_holds(
     # smallest d(z_a, c_{y_k}) - d(z_k, c_{y_k}) over samples k of other classes
     room = torch.where(~same, D[:, labels] - own[None, :], inf).amin(1)
     return (own + own_spread < room) & torch.isfinite(own_spread) & torch.isfinite(room)
+
+
+def margin_condition_fraction(
+    z: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, dist_fn
+) -> torch.Tensor:
+    """Per query, the share of (same-class ``b``, other-class ``k``) pairs meeting the condition.
+
+    The pairwise form of :func:`margin_condition_holds`: for query ``a`` the share of pairs
+    ``(b, k)`` with ``d(z_a, c_{y_a}) + d(z_b, c_{y_a}) + d(z_k, c_{y_k}) < d(z_a, c_{y_k})``
+    (eq. margin-softmax-sufficient); each such pair is ranked correctly, ``d(z_a, z_b) <
+    d(z_a, z_k)``, when ``dist_fn`` is a metric. ``(N,)``; NaN for a query without pairs.
+    Counted per class with ``searchsorted`` (``O(N^2 log N)``, no ``N^3`` tensor).
+    """
+    check_tensor("z", z, floating=True)
+    check_tensor("centers", centers, floating=True)
+    if z.dim() != 2 or centers.dim() != 2 or centers.shape[1] != z.shape[1]:
+        raise ValueError(
+            f"centers: expected shape (C, {z.shape[-1]}) beside z: (N, d), got "
+            f"z {tuple(z.shape)} and centers {tuple(centers.shape)}"
+        )
+    _check_targets(labels, z.shape[0], centers.shape[0])
+    if not callable(dist_fn):
+        raise TypeError(f"dist_fn: expected a callable, got {type(dist_fn).__name__}")
+    D = dist_fn(z[:, None, :], centers[None, :, :])  # (N, C)
+    own = D.gather(1, labels[:, None]).squeeze(1)
+    out = torch.full_like(own, float("nan"))
+    for c in labels.unique().tolist():
+        qa = (labels == c).nonzero().squeeze(1)
+        other = (labels != c).nonzero().squeeze(1)
+        if len(qa) < 2 or len(other) == 0:
+            continue
+        sorted_own = own[qa].sort().values  # d(z_b, c_c) over the class, query included
+        thr = D[qa][:, labels[other]] - own[other][None, :] - own[qa][:, None]  # (|A|, |K|)
+        count = torch.searchsorted(sorted_own, thr.contiguous()).sum(1)
+        count = count - (own[qa][:, None] < thr).sum(1)  # the query itself is no partner
+        out[qa] = count.to(own.dtype) / ((len(qa) - 1) * len(other))
+    return out
 
 
 def multilabel_categorical_crossentropy(

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from kexue_lib.geometry import chord_distance, sqrt_cosine_distance
 from kexue_lib.ranking_losses import (
     am_softmax_loss,
+    margin_condition_fraction,
     margin_condition_holds,
     margin_distance_loss,
     multilabel_categorical_crossentropy,
@@ -110,7 +111,7 @@ def test_margin_condition_implies_perfect_retrieval_and_matches_loop():
     got = margin_condition_holds(z, labels, centres, chord_distance)
     d = chord_distance
     for a in range(24):
-        ok = True
+        ok, pair_ok, pairs = True, 0, 0
         for b in range(24):
             if b == a or labels[b] != labels[a]:
                 continue
@@ -123,7 +124,12 @@ def test_margin_condition_implies_perfect_retrieval_and_matches_loop():
                     + d(z[k], centres[labels[k]])
                 )
                 ok &= bool(lhs < d(z[a], centres[labels[k]]))
+                pair_ok += bool(lhs < d(z[a], centres[labels[k]]))
+                pairs += 1
         assert bool(got[a]) == ok
+        frac = margin_condition_fraction(z, labels, centres, chord_distance)[a]
+        assert abs(float(frac) - pair_ok / pairs) < 1e-12
+        assert (float(frac) == 1.0) == ok
         if ok:  # sufficient: every same-class sample is nearer than every other-class one
             dist = d(z[a][None], z)
             same = (labels == labels[a]) & (torch.arange(24) != a)
