@@ -131,10 +131,10 @@ def global_pointer_loss(
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction: expected one of ['mean', 'sum', 'none'], got {reduction!r}")
     absent = scores <= torch.finfo(scores.dtype).min
-    if bool((labels.to(torch.float32)[absent] > 0).any()):
+    if bool(((labels != 0) & absent).any()):
         raise ValueError("labels: gold spans found at masked entries (start > end or padding)")
     B, H, n, _ = scores.shape
-    s = scores.masked_fill(absent, float("-inf")) if absent.any() else scores
+    s = scores.masked_fill(absent, float("-inf"))
     loss = multilabel_categorical_crossentropy(
         s.reshape(B * H, n * n), labels.reshape(B * H, n * n)
     )
