@@ -315,3 +315,16 @@ def test_cuda_keeps_device():
     y = torch.tensor([0, 1, 1, 0], device="cuda")
     assert am_softmax_loss(f, c, y).device.type == "cuda"
     assert multilabel_categorical_crossentropy(f, (f > 0).float()).device.type == "cuda"
+
+
+@given(st.integers(2, 30), st.integers(0, 10_000), st.floats(0.1, 20.0))
+@settings(max_examples=50, deadline=None)
+def test_multilabel_ce_is_a_smoothed_hinge(n, seed, scale):
+    """softplus(max_neg s) + softplus(-min_pos s) <= L <= the same + 2 log n (log-sum-exp bounds)."""
+    g = gen(seed)
+    s = scale * torch.randn(1, n, generator=g, dtype=torch.float64)
+    y = (torch.rand(1, n, generator=g) < 0.3).double()
+    y[0, 0], y[0, 1] = 1.0, 0.0
+    L = multilabel_categorical_crossentropy(s, y)[0]
+    lo = F.softplus(s[y == 0].max()) + F.softplus(-s[y == 1].min())
+    assert lo - 1e-12 <= L <= lo + 2 * math.log(n) + 1e-12

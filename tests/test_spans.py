@@ -230,3 +230,15 @@ def test_cuda():
     s = gp(torch.randn(2, 5, 4, device="cuda"))
     assert s.device.type == "cuda"
     assert global_pointer_loss(s, torch.zeros_like(s)).device.type == "cuda"
+
+
+@given(st.integers(1, 5), st.integers(3, 8), st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_rope_scores_are_shift_invariant(shift, n, seed):
+    """(R_i q)^T (R_j k) = q^T R_{j-i} k: dropping the first `shift` tokens moves every span
+    score by (-shift, -shift) and changes nothing else."""
+    torch.manual_seed(seed)
+    gp = GlobalPointer(3, 2, 4).double()
+    h = torch.randn(1, n + shift, 3, dtype=torch.float64)
+    full, cut = gp(h)[0], gp(h[:, shift:])[0]
+    torch.testing.assert_close(cut, full[:, shift:, shift:], rtol=1e-10, atol=1e-10)
