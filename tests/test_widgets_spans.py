@@ -48,8 +48,18 @@ def test_pred_and_f1_match_set_arithmetic(setup, threshold):
 
 
 def test_curve_is_the_grid_of_f1(setup):
-    _, _, ex = setup
+    from kexue_lib.spans import global_pointer_f1
+
+    scores, labels, ex = setup
     d = ex.data()
+    for k in (0, 13, 20, 31, 40):
+        t = float(d["grid"][k])
+        assert (
+            abs(
+                d["f1"]["noisy"][k] - float(global_pointer_f1(scores["noisy"], labels, threshold=t))
+            )
+            < 1e-6
+        )
     assert np.all(d["f1"]["perfect"][np.abs(d["grid"]) < 5] == 1.0)
     i0 = int(np.argmin(np.abs(d["grid"])))
     assert abs(d["f1"]["noisy"][i0] - ex.data(threshold=0.0)["f1_now"]["noisy"]) < 1e-12
