@@ -370,3 +370,74 @@ def entropy_min_dim(N: float, *, rule: str = "exact") -> float:
     while f(hi) > 0:  # h_n is decreasing; the Laplace guess with margin nearly always brackets
         lo, hi = hi, 2 * hi
     return float(brentq(f, lo, hi, xtol=1e-10, rtol=1e-12))
+
+
+# --- margin-softmax ---
+# Metric axioms for cosine-based "distances" (book/embeddings/margin-softmax.ipynb).
+
+
+def _cosine_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    check_tensor("x", x, floating=True)
+    check_tensor("y", y, floating=True)
+    if x.dim() == 0 or y.dim() == 0 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(
+            f"y: expected the same last dimension as x, got x {tuple(x.shape)} and y {tuple(y.shape)}"
+        )
+    return torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+
+
+def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 - cos(x, y)`` along the last dim (broadcasting): ``(..., d), (..., d) -> (...)``.
+
+    Non-negative and symmetric, but *not* a metric: for unit vectors at 0°, 60° and 120°
+    the outer pair is at ``3/2`` while the two legs sum to ``1/2 + 1/2 = 1``.
+    """
+    u, v = _cosine_pair(x, y)
+    return 1 - (u * v).sum(-1)
+
+
+def chord_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``||x/|x| - y/|y|||`` = ``sqrt(2 - 2 cos(x, y))``: a metric (Euclidean on the sphere).
+
+    ``(..., d), (..., d) -> (...)``; computed from the difference of the normalised vectors,
+    so it is exact near 0 where ``sqrt(2 - 2cos)`` loses every digit.
+    """
+    u, v = _cosine_pair(x, y)
+    return torch.linalg.vector_norm(u - v, dim=-1)
+
+
+def sqrt_cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sqrt(1 - cos(x, y))`` = chord distance / sqrt(2): a metric, unlike ``1 - cos``."""
+    return chord_distance(x, y) / math.sqrt(2.0)
+
+
+def triangle_violations(dist_fn, points: torch.Tensor, *, tol: float = 0.0) -> torch.Tensor:
+    """All ordered triples ``(i, j, k)`` with ``d(p_i, p_k) > d(p_i, p_j) + d(p_j, p_k) + tol``.
+
+    ``dist_fn(x, y)`` broadcasts over leading dims (e.g. :func:`cosine_distance`);
+    ``points: (N, d)``. Brute force over the ``N^3`` triples of the ``(N, N)`` distance
+    matrix (keep ``N`` to a few hundred). Returns ``(V, 3)`` long indices, pairwise distinct.
+    """
+    if not callable(dist_fn):
+        raise TypeError(f"dist_fn: expected a callable, got {type(dist_fn).__name__}")
+    _check_points("points", points)
+    check_positive("tol", tol, strict=False)
+    D = dist_fn(points[:, None, :], points[None, :, :])
+    n = points.shape[0]
+    if D.shape != (n, n):
+        raise ValueError(f"dist_fn: expected an ({n}, {n}) distance matrix, got {tuple(D.shape)}")
+    bad = D[:, None, :] > D[:, :, None] + D[None, :, :] + tol  # [i, j, k]
+    idx = torch.arange(n, device=points.device)
+    distinct = (idx[:, None, None] != idx[None, :, None]) & (
+        idx[None, :, None] != idx[None, None, :]
+    )
+    distinct &= idx[:, None, None] != idx[None, None, :]
+    return torch.nonzero(bad & distinct)
+
+
+__all__ += [
+    "chord_distance",
+    "cosine_distance",
+    "sqrt_cosine_distance",
+    "triangle_violations",
+]

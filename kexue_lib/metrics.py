@@ -219,3 +219,48 @@ def class_weight_thresholds(
 
 
 __all__ += ["class_weight_thresholds", "predict_with_weights"]
+# --- margin-softmax ---
+
+
+def class_retrieval_scores(
+    embeddings: torch.Tensor, labels: torch.Tensor, *, k: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out retrieval by cosine: ``(recall@k, mean average precision)``.
+
+    ``embeddings: (N, d)``, ``labels: (N,)``. Each sample queries the other ``N - 1``, ranked
+    by cosine similarity (ties by index); a hit is a sample of the query's class. recall@k =
+    share of queries with a hit among the top ``k``; AP of a query = mean over its hits of
+    the precision at the hit's rank (sklearn's ``average_precision_score`` without ties).
+    Queries whose class has no other member are skipped. Both are 0-dim tensors.
+    """
+    check_tensor("embeddings", embeddings, floating=True)
+    check_tensor("labels", labels)
+    if embeddings.dim() != 2 or embeddings.shape[0] < 2:
+        raise ValueError(
+            f"embeddings: expected shape (N, d) with N >= 2, got {tuple(embeddings.shape)}"
+        )
+    n = embeddings.shape[0]
+    if labels.shape != (n,) or labels.is_floating_point():
+        raise ValueError(
+            f"labels: expected an integer tensor of shape ({n},), got {labels.dtype} "
+            f"{tuple(labels.shape)}"
+        )
+    check_positive("k", k, integer=True)
+    if k > n - 1:
+        raise ValueError(f"k: expected at most N - 1 = {n - 1}, got {k}")
+    u = torch.nn.functional.normalize(embeddings, dim=-1)
+    sim = u @ u.T
+    eye = torch.eye(n, dtype=torch.bool, device=u.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, : n - 1]
+    rel = (labels[order] == labels[:, None]).to(u.dtype)  # (N, N-1), rank order
+    n_rel = rel.sum(1)
+    keep = n_rel > 0
+    recall = (rel[:, :k].sum(1) > 0).to(u.dtype)[keep].mean()
+    ranks = torch.arange(1, n, device=u.device, dtype=u.dtype)
+    precision = rel.cumsum(1) / ranks
+    ap = (precision * rel).sum(1)[keep] / n_rel[keep]
+    return recall, ap.mean()
+
+
+__all__ += ["class_retrieval_scores"]
