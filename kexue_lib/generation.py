@@ -410,3 +410,55 @@ def nsp_pmi_logit(p_next: torch.Tensor) -> torch.Tensor:
     check_simplex("p_next", p_next.reshape(-1))
     pa, pb = p_next.sum(1, keepdim=True), p_next.sum(0, keepdim=True)
     return p_next.log() - pa.log() - pb.log()
+
+
+def lcs_length(a, b) -> int:
+    """Length of the longest common subsequence of two sequences (dynamic programming,
+    ``O(|a| |b|)`` time, ``O(|b|)`` memory). Elements are compared with ``==``."""
+    for name, x in (("a", a), ("b", b)):
+        if not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
+            raise TypeError(f"{name}: expected a sequence, got {type(x).__name__}")
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def lookahead_reweight(prefix, probs: torch.Tensor, allowed, candidates, query) -> torch.Tensor:
+    """8802's look-ahead re-weighting of the allowed next tokens.
+
+    ``allowed``: the ``K`` allowed tokens after ``prefix``; ``probs: (K,)`` the model's
+    probabilities for them; ``candidates``: complete sequences in the database that start with
+    ``prefix`` (e.g. ``trie.keys(prefix)``); ``query``: the question. For each allowed token
+    ``a`` the gain is ``Delta_a = max_k LCS(c_k, query) - LCS(prefix, query)`` over the
+    candidates ``c_k`` that continue with ``a`` (0 when none does), and the result is
+    ``p_a ** (1 / (Delta_a + 1))`` renormalised over the allowed set (``(K,)``, dtype kept).
+    """
+    check_tensor("probs", probs, floating=True)
+    allowed = list(allowed)
+    if probs.shape != (len(allowed),):
+        raise ValueError(
+            f"probs: expected shape ({len(allowed)},) (one per allowed token), got "
+            f"{tuple(probs.shape)}"
+        )
+    if not allowed:
+        raise ValueError("allowed: expected at least one token, got none")
+    if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
+        raise ValueError("probs: expected finite non-negative probabilities")
+    prefix = tuple(prefix)
+    base = lcs_length(prefix, query)
+    gain = {a: 0 for a in allowed}
+    n = len(prefix)
+    for c in candidates:
+        c = tuple(c)
+        if len(c) > n and c[:n] == prefix and c[n] in gain:
+            gain[c[n]] = max(gain[c[n]], lcs_length(c, query) - base)
+    delta = torch.tensor([gain[a] for a in allowed], dtype=probs.dtype, device=probs.device)
+    out = probs ** (1.0 / (delta + 1.0))
+    z = out.sum()
+    if not z > 0:
+        raise ValueError("probs: expected positive mass on the allowed tokens, got all zeros")
+    return out / z

@@ -20,6 +20,8 @@ from kexue_lib.generation import (
     Trie,
     beam_search,
     exhaustive_best,
+    lcs_length,
+    lookahead_reweight,
     nsp_pmi_logit,
     score_candidates,
     sequence_logprob,
@@ -365,3 +367,58 @@ def test_nsp_pmi_bad_input():
         nsp_pmi_logit(torch.ones(2, 3) / 6)
     with pytest.raises(ValueError, match=r"^p_next\b"):
         nsp_pmi_logit(torch.ones(2, 2))
+
+
+# ------------------------------------------------------------------ look-ahead (8802 step 6)
+
+
+def _is_subsequence(s, b):
+    it = iter(b)
+    return all(any(x == y for y in it) for x in s)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text("abc", max_size=7), st.text("abc", max_size=7))
+def test_lcs_matches_brute_force_subsequences(a, b):
+    best = max(
+        (
+            k
+            for k in range(len(a) + 1)
+            for idx in itertools.combinations(range(len(a)), k)
+            if _is_subsequence([a[i] for i in idx], b)
+        ),
+        default=0,
+    )
+    assert lcs_length(a, b) == best == lcs_length(b, a)
+
+
+def test_lookahead_on_the_posts_trap():
+    q = "某某主要讲什么课程"
+    cands = ["主要成就", "主讲课程"]
+    for p_yao in (0.6, 0.7):
+        probs = torch.tensor([p_yao, 1 - p_yao], dtype=torch.float64)
+        out = lookahead_reweight("主", probs, ["要", "讲"], cands, q)
+        want = torch.tensor([p_yao**0.5, (1 - p_yao) ** 0.25], dtype=torch.float64)
+        torch.testing.assert_close(out, want / want.sum())
+    assert lookahead_reweight("主", torch.tensor([0.6, 0.4]), ["要", "讲"], cands, q).argmax() == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0.01, 1.0), min_size=1, max_size=5))
+def test_lookahead_without_gain_only_renormalises(ps):
+    p = torch.tensor(ps, dtype=torch.float32)
+    allowed = list(range(len(ps)))
+    out = lookahead_reweight((), p, allowed, [], (9, 9))
+    torch.testing.assert_close(out, p / p.sum())
+    assert out.dtype == torch.float32
+
+
+def test_lookahead_bad_input():
+    with pytest.raises(ValueError, match=r"^probs\b"):
+        lookahead_reweight((), torch.tensor([0.5]), [1, 2], [], ())
+    with pytest.raises(ValueError, match=r"^probs\b"):
+        lookahead_reweight((), torch.tensor([0.0, 0.0]), [1, 2], [], ())
+    with pytest.raises(TypeError, match=r"^probs\b"):
+        lookahead_reweight((), [0.5, 0.5], [1, 2], [], ())
+    with pytest.raises(TypeError, match=r"^a\b"):
+        lcs_length(3, "ab")
