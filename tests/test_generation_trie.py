@@ -139,7 +139,7 @@ def exhaustive_all(fn, db, renormalize=False):
     return {s: sequence_logprob(fn, s, eos=EOS, trie=t, renormalize=renormalize) for s in db}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(db_st, st.integers(0, 1000), st.sampled_from([False, True]))
 def test_wide_beam_equals_exhaustive_and_outputs_are_keys(db, seed, renorm):
     fn = table_model(seed)
@@ -157,7 +157,7 @@ def test_wide_beam_equals_exhaustive_and_outputs_are_keys(db, seed, renorm):
         assert math.isclose(sc, scores[s], rel_tol=1e-9, abs_tol=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(db_st, st.integers(0, 1000), st.integers(1, 3))
 def test_narrow_beam_outputs_are_keys_and_not_better_than_exhaustive(db, seed, b):
     fn = table_model(seed)
