@@ -27,6 +27,7 @@ from kexue_lib.generation import (
     sequence_logprob,
     trie_prefix_allowed_fn,
 )
+from tests.conftest import requires_cuda
 
 V, EOS = 6, 5
 seq_st = st.lists(st.integers(0, EOS - 1), min_size=1, max_size=4).map(tuple)
@@ -422,3 +423,14 @@ def test_lookahead_bad_input():
         lookahead_reweight((), [0.5, 0.5], [1, 2], [], ())
     with pytest.raises(TypeError, match=r"^a\b"):
         lcs_length(3, "ab")
+
+
+@requires_cuda
+def test_score_candidates_and_pmi_keep_device():
+    dev = torch.device("cuda")
+    texts = [torch.randn(3, device=dev) for _ in range(4)]
+    cands = [torch.randn(3, device=dev) for _ in range(2)]
+    S = score_candidates(lambda a, b: (torch.stack(a) * torch.stack(b)).sum(-1), texts, cands)
+    assert S.device.type == "cuda" and S.shape == (4, 2)
+    p = torch.full((3, 3), 1 / 9, device=dev, dtype=torch.float64)
+    assert nsp_pmi_logit(p).device.type == "cuda"
