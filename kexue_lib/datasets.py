@@ -43,10 +43,10 @@ def _glove_matrix():
 @functools.lru_cache(maxsize=1)
 def glove50_vocabulary() -> tuple[str, ...]:
     """The 400 000 GloVe 6B words in row order (most frequent first; lower-case)."""
-    import pyarrow.parquet as pq
+    import fastparquet
 
-    table = pq.read_table(f"{_glove_root()}/glove_6B_index.parquet", columns=["index"])
-    return tuple(table.column("index").to_pylist())
+    frame = fastparquet.ParquetFile(f"{_glove_root()}/glove_6B_index.parquet").to_pandas()
+    return tuple(frame["index"].tolist())
 
 
 @functools.lru_cache(maxsize=1)

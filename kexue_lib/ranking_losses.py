@@ -3,12 +3,6 @@
 Both are the "log(1 + sum exp(scale * (wrong-order gap)))" recipe: every pair of items that
 should be ordered ``s_a > s_b`` adds ``exp(scale * (s_b - s_a))`` inside ``log(1 + .)``.
 Derived in book/embeddings/cosent.ipynb.
-"""Ranking losses: "push every wrong score below every right one" in one log-sum-exp.
-
-The recipe of kexue.fm/archives/7359: to ask for ``s_i < s_j`` put ``e^{s_i - s_j}`` inside
-``log(1 + ...)``. Single-label cross-entropy, the multi-label softmax cross-entropy (7359,
-GlobalPointer, book/embeddings/global-pointer.ipynb) and the margin losses of AM-Softmax
-(8656, book/embeddings/margin-softmax.ipynb) are all instances.
 """
 
 from __future__ import annotations
@@ -16,9 +10,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kexue_lib._core import check_positive, check_tensor
+from kexue_lib._core import check_positive, check_tensor, work_dtype
 
-__all__ = ["cosent_loss", "pairwise_ranking_loss", "pos_neg_ranking_loss"]
+__all__ = [
+    "am_softmax_loss",
+    "cosent_loss",
+    "margin_condition_fraction",
+    "margin_condition_holds",
+    "margin_distance_loss",
+    "multilabel_categorical_crossentropy",
+    "pairwise_ranking_loss",
+    "pos_neg_ranking_loss",
+]
 
 
 # --- cosent, cosent-interaction ---
@@ -124,16 +127,6 @@ def pos_neg_ranking_loss(
     p, n = pos.to(work), neg.to(work)
     z = scale * float(margin) + torch.logsumexp(scale * n, -1) + torch.logsumexp(-scale * p, -1)
     return F.softplus(z).to(pos.dtype)
-
-from kexue_lib._core import check_positive, check_tensor, work_dtype
-
-__all__ = [
-    "am_softmax_loss",
-    "margin_condition_fraction",
-    "margin_condition_holds",
-    "margin_distance_loss",
-    "multilabel_categorical_crossentropy",
-]
 
 
 # --- margin-softmax, global-pointer ---
