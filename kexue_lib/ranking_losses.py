@@ -230,6 +230,22 @@ def am_softmax_loss(
     return _reduce(loss, reduction).to(features.dtype)
 
 
+def _center_distances(z, labels, centers, dist_fn):
+    """Checked inputs of the margin conditions: ``D[a, i] = d(z_a, c_i)`` and ``d(z_a, c_{y_a})``."""
+    check_tensor("z", z, floating=True)
+    check_tensor("centers", centers, floating=True)
+    if z.dim() != 2 or centers.dim() != 2 or centers.shape[1] != z.shape[1]:
+        raise ValueError(
+            f"centers: expected shape (C, {z.shape[-1]}) beside z: (N, d), got "
+            f"z {tuple(z.shape)} and centers {tuple(centers.shape)}"
+        )
+    _check_targets(labels, z.shape[0], centers.shape[0])
+    if not callable(dist_fn):
+        raise TypeError(f"dist_fn: expected a callable, got {type(dist_fn).__name__}")
+    D = dist_fn(z[:, None, :], centers[None, :, :])
+    return D, D.gather(1, labels[:, None]).squeeze(1)
+
+
 def margin_condition_holds(
     z: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, dist_fn
 ) -> torch.Tensor:
@@ -243,18 +259,7 @@ def margin_condition_holds(
     sample is retrieved before every other one (average precision 1). Returns ``(N,)`` bool
     (False for a query whose class has no other member or no other class is present).
     """
-    check_tensor("z", z, floating=True)
-    check_tensor("centers", centers, floating=True)
-    if z.dim() != 2 or centers.dim() != 2 or centers.shape[1] != z.shape[1]:
-        raise ValueError(
-            f"centers: expected shape (C, {z.shape[-1]}) beside z: (N, d), got "
-            f"z {tuple(z.shape)} and centers {tuple(centers.shape)}"
-        )
-    _check_targets(labels, z.shape[0], centers.shape[0])
-    if not callable(dist_fn):
-        raise TypeError(f"dist_fn: expected a callable, got {type(dist_fn).__name__}")
-    D = dist_fn(z[:, None, :], centers[None, :, :])  # (N, C): d(z_a, c_i)
-    own = D.gather(1, labels[:, None]).squeeze(1)  # d(z_b, c_{y_b})
+    D, own = _center_distances(z, labels, centers, dist_fn)  # (N, C): d(z_a, c_i); d(z_b, c_{y_b})
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=z.device)
     inf = torch.tensor(float("inf"), dtype=D.dtype, device=D.device)
@@ -276,18 +281,7 @@ def margin_condition_fraction(
     d(z_a, z_k)``, when ``dist_fn`` is a metric. ``(N,)``; NaN for a query without pairs.
     Counted per class with ``searchsorted`` (``O(N^2 log N)``, no ``N^3`` tensor).
     """
-    check_tensor("z", z, floating=True)
-    check_tensor("centers", centers, floating=True)
-    if z.dim() != 2 or centers.dim() != 2 or centers.shape[1] != z.shape[1]:
-        raise ValueError(
-            f"centers: expected shape (C, {z.shape[-1]}) beside z: (N, d), got "
-            f"z {tuple(z.shape)} and centers {tuple(centers.shape)}"
-        )
-    _check_targets(labels, z.shape[0], centers.shape[0])
-    if not callable(dist_fn):
-        raise TypeError(f"dist_fn: expected a callable, got {type(dist_fn).__name__}")
-    D = dist_fn(z[:, None, :], centers[None, :, :])  # (N, C)
-    own = D.gather(1, labels[:, None]).squeeze(1)
+    D, own = _center_distances(z, labels, centers, dist_fn)
     out = torch.full_like(own, float("nan"))
     for c in labels.unique().tolist():
         qa = (labels == c).nonzero().squeeze(1)
